@@ -1,0 +1,49 @@
+"""build_app(): the one Blocks app, a tab per workflow, plus history and the API endpoints."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from diffbox import __version__
+from diffbox.services import Services
+from diffbox.ui.api import register_api
+from diffbox.ui.history_tab import build_history_tab
+from diffbox.ui.i2v_tab import build_i2v_tab
+
+CSS = """
+#diffbox-header {margin-bottom: 0.25rem}
+@media (max-width: 720px) { .gradio-container {padding: 0.25rem !important} }
+"""
+
+COMING = {
+    "SVI 2.0 Pro": "Endless video as a chain of clips, streamed as each one finishes — not yet: it arrives "
+                   "with the SVI issue.",
+    "Qwen Image Edit": "Generate, edit and inpaint with a sketched mask — not yet: it arrives with the "
+                       "Qwen-Image-Edit issue.",
+    "Models": "Search and download from Hugging Face and Civitai — not yet. Until then, copy diffusers "
+              "folders into the models/ folder of your diffbox home.",
+    "Config": "Export and import your defaults, presets and pinned models — not yet.",
+}
+
+
+def header(services: Services) -> str:
+    health = services.health()
+    mode = " · **demo mode**: tiny random-weight models, outputs are noise by design" if services.settings.demo else ""
+    return (f"## diffbox {__version__}\n"
+            f"Device: `{health['device']}` · home: `{services.settings.home}`{mode}")
+
+
+def build_app(services: Services) -> gr.Blocks:
+    with gr.Blocks(title="diffbox") as app:
+        gr.Markdown(header(services), elem_id="diffbox-header")
+        with gr.Tabs():
+            with gr.Tab("Image → Video", id="i2v"):
+                build_i2v_tab(services)
+            for title, text in COMING.items():
+                with gr.Tab(title):
+                    gr.Markdown(text)
+            with gr.Tab("History", id="history"):
+                build_history_tab(services)
+        register_api(services)
+    app.queue(default_concurrency_limit=1)
+    return app

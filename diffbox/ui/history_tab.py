@@ -1,0 +1,61 @@
+"""The History tab: every job with its state, parameters and outputs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from diffbox.services import Services
+
+COLUMNS = ["job", "workflow", "status", "created", "run time", "seed", "outputs", "error"]
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
+
+
+def history_rows(services: Services) -> list[list]:
+    rows = []
+    for job in services.history.list(limit=200):
+        run_s = (job.get("timings") or {}).get("run_s")
+        rows.append([
+            job["id"], job["workflow"], job["status"],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"])),
+            f"{run_s:.1f}s" if run_s else "",
+            (job.get("params") or {}).get("seed", ""),
+            len(job.get("outputs") or []),
+            job.get("error") or "",
+        ])
+    return rows
+
+
+def build_history_tab(services: Services) -> None:
+    with gr.Row():
+        refresh = gr.Button("Refresh", size="sm", elem_id="history-refresh")
+        auto = gr.Checkbox(value=True, label="Refresh every 5 s", elem_id="history-auto")
+    table = gr.Dataframe(headers=COLUMNS, value=lambda: history_rows(services), interactive=False,
+                         wrap=True, elem_id="history-table")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            preview = gr.Video(label="Output", visible=False, elem_id="history-video")
+            files = gr.File(label="Output files", file_count="multiple", interactive=False,
+                            elem_id="history-files")
+        with gr.Column():
+            details = gr.JSON(label="Job record", elem_id="history-details")
+    timer = gr.Timer(5.0)
+
+    def refresh_rows():
+        return history_rows(services)
+
+    def show(event: gr.SelectData):
+        row = event.row_value if event.row_value else None
+        record = services.history.get(row[0]) if row else None
+        if not record:
+            return gr.update(visible=False, value=None), None, None
+        outputs = [p for p in record.get("outputs") or [] if Path(p).is_file()]
+        video = next((p for p in outputs if p.lower().endswith(VIDEO_SUFFIXES)), None)
+        return gr.update(visible=video is not None, value=video), outputs or None, record
+
+    refresh.click(refresh_rows, None, table, api_visibility="private", queue=False)
+    timer.tick(refresh_rows, None, table, api_visibility="private", queue=False, show_progress="hidden")
+    auto.change(lambda on: gr.Timer(active=on), auto, timer, api_visibility="private", queue=False)
+    table.select(show, None, [preview, files, details], api_visibility="private", queue=False)
