@@ -46,7 +46,7 @@ class Services:
         if settings.demo:
             from diffbox import demo
             demo.ensure_demo_models(settings.demo_models_dir)
-            services.specs = {name: spec.with_defaults(getattr(demo, "DEMO_DEFAULTS", {}).get(name, {}))
+            services.specs = {name: spec.with_defaults(demo.DEMO_DEFAULTS.get(name, {}))
                               for name, spec in services.specs.items()}
         return services
 
@@ -89,5 +89,6 @@ class Services:
             "models_loaded": self.cache.loaded(),
             "queue": {"running": sum(1 for j in active if j.state == RUNNING),
                       "waiting": sum(1 for j in active if j.state == QUEUED),
-                      "jobs": [{"id": j.id, "workflow": j.workflow, "state": j.state} for j in active]},
+                      "jobs": [{"id": j.id, "workflow": j.workflow, "state": j.state, "stage": j.stage,
+                                "step": j.steps_done, "total": j.steps_total} for j in active]},
         }

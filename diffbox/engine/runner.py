@@ -102,7 +102,9 @@ class JobContext:
         eta = None
         if step and total and step <= total:
             eta = (now - self._stage_started) / step * (total - step)
-        self.job.steps_done = step if step is not None else self.job.steps_done
+        if step is not None:
+            self.job.steps_done, self.job.steps_total = step, total
+        self.job.stage = stage
         self.job.emit(ProgressEvent(stage, step, total, eta))
 
     def output(self, kind: str, path: str | Path | None = None, data: Any = None) -> None:
@@ -129,7 +131,9 @@ class Job:
         self.state = QUEUED
         self.cancel_requested = threading.Event()
         self.finished = threading.Event()
+        self.stage = "waiting for the GPU"
         self.steps_done = 0
+        self.steps_total: int | None = None
         self.steps_at_cancel: int | None = None
         self.partial_outputs: list[str] = []
         self.outcome: FinishedEvent | None = None
@@ -274,7 +278,7 @@ class JobRunner:
         finished_at = finished_at or time.time()
         fields: dict[str, Any] = {
             "status": outcome.status, "finished_at": finished_at, "error": outcome.error,
-            "steps_done": job.steps_done, "steps_at_cancel": job.steps_at_cancel,
+            "steps_done": job.steps_done, "steps_total": job.steps_total, "steps_at_cancel": job.steps_at_cancel,
             "timings": {"wait_s": round((started_at or finished_at) - queued_at, 3),
                         "run_s": round(finished_at - started_at, 3) if started_at else 0.0},
         }

@@ -26,7 +26,7 @@ def scan_models(models_dir: Path) -> list[LocalModel]:
     found: list[LocalModel] = []
     if not models_dir.is_dir():
         return found
-    for folder, subdirs, files in os.walk(models_dir):
+    for folder, subdirs, files in os.walk(models_dir, followlinks=True):  # users symlink model folders in
         depth = len(Path(folder).relative_to(models_dir).parts)
         subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and depth < MAX_DEPTH)
         if "model_index.json" not in files:

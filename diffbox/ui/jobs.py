@@ -7,6 +7,7 @@ hear about it and its job would run on to the end.
 
 from __future__ import annotations
 
+import logging
 from typing import AsyncIterator, Callable
 
 import gradio as gr
@@ -16,12 +17,15 @@ from diffbox.logs import redact
 from diffbox.params import InvalidParams
 from diffbox.store import CANCELLED, FAILED
 
+log = logging.getLogger(__name__)
+
 
 def submit_or_explain(start: Callable[[], Job]) -> Job:
     """Runs the validation/submit step; bad input becomes one readable gr.Error naming the fields."""
     try:
         return start()
     except InvalidParams as exc:
+        log.info("request refused: %s", exc)
         raise gr.Error(redact(f"Please fix: {exc}"), title="Invalid input") from None
 
 

@@ -1,0 +1,63 @@
+import pytest
+
+
+@pytest.fixture
+def shrink_qwen_condition_area(monkeypatch):
+    """Make the Qwen edit pipelines condition on ~64x64 images instead of their fixed ~1 MP.
+
+    The edit pipelines resize every input image to about 1024x1024 (hard-coded
+    ``calculate_dimensions(1024 * 1024, ...)`` / ``VAE_IMAGE_SIZE``); on a CPU the VAE then takes
+    seconds per image even with the tiny demo models (feasibility.md pitfall 6). Returns the area.
+    """
+    from diffusers.pipelines.qwenimage import (
+        pipeline_qwenimage_edit,
+        pipeline_qwenimage_edit_inpaint,
+        pipeline_qwenimage_edit_plus,
+    )
+
+    area = 64 * 64
+    for module in (pipeline_qwenimage_edit, pipeline_qwenimage_edit_inpaint, pipeline_qwenimage_edit_plus):
+        original = module.calculate_dimensions
+        monkeypatch.setattr(
+            module, "calculate_dimensions", lambda target_area, ratio, original=original: original(area, ratio)
+        )
+    monkeypatch.setattr(pipeline_qwenimage_edit_plus, "VAE_IMAGE_SIZE", area)
+    monkeypatch.setattr(pipeline_qwenimage_edit_plus, "CONDITION_IMAGE_SIZE", area)
+    return area
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory):
+    """The tiny random-weight models, built once per test session (the same builder --demo uses)."""
+    from diffbox.demo import ensure_demo_models
+
+    return ensure_demo_models(tmp_path_factory.mktemp("demo-models"))
+
+
+@pytest.fixture
+def demo_home(tmp_path, demo_models):
+    """A fresh diffbox home whose models/demo points at the session's tiny models."""
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    return home
+
+
+@pytest.fixture
+def services(demo_home):
+    from diffbox.services import Services
+    from diffbox.settings import Settings, prepare_home
+
+    settings = Settings(home=demo_home, demo=True)
+    prepare_home(settings, env={})
+    started = Services.start(settings)
+    yield started
+    started.history.close()
+
+
+def read_frames(path) -> list:
+    """Every frame of a video file, decoded by ffmpeg (imageio-ffmpeg); (H, W, 3) uint8 arrays."""
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path) as reader:
+        return [frame for frame in reader.iter_data()]

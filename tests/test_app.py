@@ -1,0 +1,199 @@
+"""`python app.py --demo` as a user starts it, driven through gradio_client and plain HTTP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from conftest import read_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+HF_SECRET = "hf_" + "Zx9" * 12
+CIVITAI_SECRET = "c1v17a1" + "9f" * 12
+PASSWORD_SECRET = "pw-" + "s3cr3t" * 3
+SMALL = {"width": 32, "height": 32, "num_frames": 9, "seed": 11, "prompt": "a red square drifting"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def app_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DIFFBOX_", "HF_", "CIVITAI_"))}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def start_app(home: Path, *args: str, env: dict | None = None):
+    port = free_port()
+    log = open(home.parent / f"app-{port}.out", "w")
+    process = subprocess.Popen([sys.executable, "app.py", "--demo", "--home", str(home), "--port", str(port), *args],
+                               cwd=ROOT, env=env or app_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, Path(log.name).read_text()
+        try:
+            if httpx.get(url + "health", timeout=2).status_code == 200:
+                return process, url, Path(log.name)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise AssertionError("app did not come up:\n" + Path(log.name).read_text())
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, demo_models):
+    """One app for the module, started on a home whose job database is corrupt (it must cope)."""
+    home = tmp_path_factory.mktemp("app") / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    (home / "db").mkdir()
+    (home / "db" / "jobs.json").write_text('{"jobs": {"1": {"id": "trunc')
+    env = app_env(HF_TOKEN=HF_SECRET, CIVITAI_TOKEN=CIVITAI_SECRET)
+    process, url, output = start_app(home, env=env)
+    yield {"url": url, "home": home, "output": output}
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture
+def client(app):
+    return Client(app["url"], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "start.png"
+    Image.new("RGB", (64, 48), (30, 120, 220)).save(path)
+    return str(path)
+
+
+def history(client, limit=50):
+    return {job["id"]: job for job in client.predict(limit, api_name="/history")}
+
+
+def test_health_answers_json(app):
+    health = httpx.get(app["url"] + "health").json()
+    assert health["ok"] is True and health["version"] == "0.1.0" and health["device"] == "cpu"
+    assert {"vram_total_mb", "vram_free_mb", "models_loaded", "queue"} <= set(health)
+    assert health["queue"]["running"] == 0
+
+
+def test_a_corrupt_database_was_moved_aside_and_the_app_started(app):
+    aside = list((app["home"] / "db").glob("jobs.corrupt-*.json"))
+    assert len(aside) == 1 and aside[0].read_text().startswith('{"jobs"')
+
+
+def test_i2v_over_the_api_returns_a_decodable_mp4(client, image):
+    video, metadata = client.predict(SMALL, handle_file(image), None, api_name="/i2v")
+    frames = read_frames(video)
+    assert len(frames) == 9 and frames[0].shape == (32, 32, 3)
+    assert metadata["params"]["seed"] == 11 and metadata["frames"] == 9 and metadata["model"] == "demo/wan22-i2v"
+    record = history(client)[metadata["job_id"]]
+    assert record["status"] == "done" and record["params"] == metadata["params"]
+
+
+def test_random_seed_is_recorded(client, image):
+    _, metadata = client.predict({**SMALL, "seed": -1, "num_inference_steps": 1}, handle_file(image), None,
+                                 api_name="/i2v")
+    assert 0 <= metadata["params"]["seed"] < 2**32
+    assert history(client)[metadata["job_id"]]["params"]["seed"] == metadata["params"]["seed"]
+
+
+def test_invalid_params_get_one_clear_message_and_the_app_keeps_serving(app, client, image):
+    with pytest.raises(AppError) as caught:
+        client.predict({"width": 33, "num_frames": 8, "colour": "red"}, handle_file(image), None, api_name="/i2v")
+    message = str(caught.value)
+    assert "width: must be a multiple of 16" in message and "num_frames: must be 4n+1" in message
+    assert "unknown parameter colour" in message and "Traceback" not in message
+    bad_file = Path(image).with_suffix(".txt")
+    bad_file.write_text("not an image")
+    with pytest.raises(AppError, match="image: is not a readable image"):
+        client.predict(SMALL, handle_file(str(bad_file)), None, api_name="/i2v")
+    assert httpx.get(app["url"] + "health").json()["ok"]
+
+
+def test_two_concurrent_jobs_run_one_after_the_other(client, image):
+    jobs = [client.submit({**SMALL, "num_inference_steps": 6}, handle_file(image), None, api_name="/i2v")
+            for _ in range(2)]
+    ids = [job.result(timeout=120)[1]["job_id"] for job in jobs]
+    records = sorted((history(client)[i] for i in ids), key=lambda r: r["started_at"])
+    assert records[1]["started_at"] >= records[0]["finished_at"]
+
+
+def test_cancel_stops_the_job_within_one_step_and_the_next_starts_after(app, client, image):
+    long_job = client.submit({**SMALL, "num_inference_steps": 200}, handle_file(image), None, api_name="/i2v")
+    deadline = time.monotonic() + 60
+    while True:
+        running = [j for j in httpx.get(app["url"] + "health").json()["queue"]["jobs"] if j["state"] == "running"]
+        if running and running[0]["step"] >= 2:
+            break
+        assert time.monotonic() < deadline, "the long job never started"
+        time.sleep(0.05)
+    long_id = running[0]["id"]
+    next_job = client.submit({**SMALL, "num_inference_steps": 2}, handle_file(image), None, api_name="/i2v")
+    time.sleep(0.3)  # let the second request reach the server's queue
+    long_job.cancel()
+    _, metadata = next_job.result(timeout=120)
+    records = history(client)
+    cancelled, after = records[long_id], records[metadata["job_id"]]
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["steps_done"] - cancelled["steps_at_cancel"] <= 1 and cancelled["steps_done"] < 200
+    assert after["status"] == "done" and after["started_at"] >= cancelled["finished_at"]
+
+
+def test_secrets_never_reach_the_logs(app, client, image):
+    with pytest.raises(AppError):
+        client.predict({**SMALL, "model": f"https://example.invalid/m?token={CIVITAI_SECRET}&x={HF_SECRET}"},
+                       handle_file(image), None, api_name="/i2v")
+    log_file = app["home"] / "logs" / "diffbox.log"
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert any("request refused" in line["message"] for line in lines)  # the line was logged, redacted
+    everything = log_file.read_text() + app["output"].read_text()
+    for secret in (HF_SECRET, CIVITAI_SECRET):
+        assert secret not in everything
+
+
+def test_unknown_flag_is_refused_with_usage(tmp_path):
+    result = subprocess.run([sys.executable, "app.py", "--turbo"], cwd=ROOT, env=app_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unrecognized arguments: --turbo" in result.stderr
+    assert "usage: app.py" in result.stderr
+
+
+def test_unwritable_home_is_refused_with_a_message(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=app_env(DIFFBOX_HOME=str(blocker / "home")),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "home folder" in result.stderr and "DIFFBOX_HOME" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_auth_protects_the_api(tmp_path, demo_models):
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    process, url, output = start_app(home, "--auth", f"ann:{PASSWORD_SECRET}")
+    try:
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(1, api_name="/history")
+        authed = Client(url, auth=("ann", PASSWORD_SECRET), verbose=False)
+        assert authed.predict(1, api_name="/history") == []
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert PASSWORD_SECRET not in output.read_text() + (home / "logs" / "diffbox.log").read_text()
