@@ -19,7 +19,7 @@ REDACTED = "***"
 
 _PATTERNS = [
     re.compile(r"hf_[A-Za-z0-9]{16,}"),  # Hugging Face user access tokens
-    re.compile(r"(?i)(\b(?:token|api_?key|access_token|password)=)[^&\s\"']+"),  # ?token=... in URLs
+    re.compile(r"(?i)(\b(?:token|api_?key|access_token|password)=)[^&\s\"'\\]+"),  # ?token=... in URLs
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+)[^\s\"',]+"),
     re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(?i)((?:hf|civitai)_?token[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
@@ -46,7 +46,7 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-class JsonFormatter(RedactingFormatter):
+class JsonFormatter(logging.Formatter):
     """One JSON object per line in the log file, so it can be grepped and parsed."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -54,14 +54,15 @@ class JsonFormatter(RedactingFormatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for key in ("job_id", "workflow"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False, default=str))
+            entry["traceback"] = redact(self.formatException(record.exc_info))
+        # Redacted field by field: redacting the JSON text could cut through an escape sequence.
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 _HANDLER_MARK = "_diffbox_handler"
