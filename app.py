@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     from diffbox.services import Services
     from diffbox.ui.app import CSS, build_app
 
+    if settings.config:
+        log.warning("--config/DIFFBOX_CONFIG is set, but config import is not built yet; ignoring %s",
+                    settings.config)
     services = Services.start(settings)
     demo = build_app(services)
     fastapi_app, local_url, share_url = demo.launch(

@@ -38,12 +38,15 @@ def build_app(services: Services) -> gr.Blocks:
         gr.Markdown(header(services), elem_id="diffbox-header")
         with gr.Tabs():
             with gr.Tab("Image → Video", id="i2v"):
-                build_i2v_tab(services)
+                i2v_model, i2v_model_choices = build_i2v_tab(services)
             for title, text in COMING.items():
                 with gr.Tab(title):
                     gr.Markdown(text)
             with gr.Tab("History", id="history"):
                 build_history_tab(services)
         register_api(services)
+        # Model lists are re-read on every page load, so models copied in while running show up.
+        app.load(i2v_model_choices, None, i2v_model, api_name="ui_refresh_models", api_visibility="private",
+                 queue=False)
     app.queue(default_concurrency_limit=1)
     return app

@@ -30,13 +30,13 @@ def history_rows(services: Services) -> list[list]:
 
 def build_history_tab(services: Services) -> None:
     with gr.Row():
-        refresh = gr.Button("Refresh", size="sm", elem_id="history-refresh")
-        auto = gr.Checkbox(value=True, label="Refresh every 5 s", elem_id="history-auto")
-    table = gr.Dataframe(headers=COLUMNS, value=lambda: history_rows(services), interactive=False,
+        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120, elem_id="history-refresh")
+        auto = gr.Checkbox(value=True, label="Refresh every 5 s", scale=0, min_width=200, elem_id="history-auto")
+    table = gr.Dataframe(headers=COLUMNS, value=history_rows(services), interactive=False,
                          wrap=True, elem_id="history-table")
     with gr.Row(equal_height=False):
         with gr.Column():
-            preview = gr.Video(label="Output", visible=False, elem_id="history-video")
+            preview = gr.Video(label="Output", visible=False, height=360, elem_id="history-video")
             files = gr.File(label="Output files", file_count="multiple", interactive=False,
                             elem_id="history-files")
         with gr.Column():
@@ -55,7 +55,11 @@ def build_history_tab(services: Services) -> None:
         video = next((p for p in outputs if p.lower().endswith(VIDEO_SUFFIXES)), None)
         return gr.update(visible=video is not None, value=video), outputs or None, record
 
-    refresh.click(refresh_rows, None, table, api_visibility="private", queue=False)
-    timer.tick(refresh_rows, None, table, api_visibility="private", queue=False, show_progress="hidden")
-    auto.change(lambda on: gr.Timer(active=on), auto, timer, api_visibility="private", queue=False)
-    table.select(show, None, [preview, files, details], api_visibility="private", queue=False)
+    def toggle_timer(on: bool):
+        return gr.Timer(active=on)
+
+    private = {"api_visibility": "private", "queue": False}
+    refresh.click(refresh_rows, None, table, api_name="ui_history_refresh", **private)
+    timer.tick(refresh_rows, None, table, api_name="ui_history_tick", show_progress="hidden", **private)
+    auto.change(toggle_timer, auto, timer, api_name="ui_history_auto", **private)
+    table.select(show, None, [preview, files, details], api_name="ui_history_show", **private)

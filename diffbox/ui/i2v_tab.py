@@ -10,7 +10,8 @@ from diffbox.ui.form import build_form, values_to_params
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 
 
-def build_i2v_tab(services: Services) -> None:
+def build_i2v_tab(services: Services):
+    """Returns the model dropdown and a function giving its fresh choices (models appear on disk)."""
     spec = services.specs["i2v"]
     model_names = [m.name for m in services.models("i2v")]
 
@@ -54,5 +55,7 @@ def build_i2v_tab(services: Services) -> None:
     run_event = generate.click(
         ui_i2v, [image, end_image, *fields.values()], [video, status, metadata],
         api_name="ui_i2v", api_visibility="private", concurrency_id="gpu", concurrency_limit=1,
+        show_progress_on=[video],
     )
-    stop.click(None, None, None, cancels=[run_event], api_visibility="private")
+    stop.click(None, None, None, cancels=[run_event], api_name="ui_i2v_stop", api_visibility="private")
+    return fields["model"], lambda: gr.Dropdown(choices=[m.name for m in services.models("i2v")])
