@@ -52,6 +52,8 @@ def services(demo_home):
     prepare_home(settings, env={})
     started = Services.start(settings)
     yield started
+    if started.hub is not None:
+        started.hub.close()  # download workers and the library's hashing thread
     started.history.close()
 
 

@@ -1,23 +1,88 @@
-"""Load diffusers pipelines from local folders.
+"""Build pipelines: find the model, load it, put its weights where the placement says.
 
-Every model diffbox runs, real or demo, goes through ``load_pipeline`` so the
-environment shims and dtype policy live in one place.
+Every model diffbox runs, real or demo, goes through here so the environment shims, the dtype
+policy and the offload calls live in one place. Sources:
+
+- a local diffusers folder (``model_index.json`` + component folders);
+- a Hugging Face repo id (``org/name`` or ``org/name@revision``) or a ``models--org--name`` folder,
+  resolved to its snapshot in the local HF cache (never downloaded here: that is the hub's job);
+- a ``ModelSource`` that swaps single-file checkpoints (.safetensors, or .gguf with the gguf
+  package) into a base folder, e.g. Wan 2.2's two experts as ``transformer`` and ``transformer_2``.
+
+Placement and weight storage use diffusers' own hooks (model/sequential/group offload, layerwise
+casting) and torchao; nothing here re-implements them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
 
 from diffbox.engine.compat import install_qwen_processor_compat
+from diffbox.engine.memory import (DEFAULT_SKIP_PATTERNS, GROUP_OFFLOAD_EXCLUDE, LOW_PRECISION_PREFIXES,
+                                   MODE_LABELS, read_safetensors_header)
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
 def default_dtype() -> torch.dtype:
     """bfloat16 on CUDA (what Wan 2.2 and Qwen-Image ship in); float32 on CPU, where bf16 is slow."""
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """"auto"/None -> default_dtype(); "bfloat16"/"float16"/"float32" or a torch.dtype as given."""
+    if dtype is None or dtype == "auto":
+        return default_dtype()
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the model is
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A diffusers folder (or repo id), optionally with components replaced by single-file checkpoints.
+
+    ``ModelSource("Wan-AI/Wan2.2-I2V-A14B-Diffusers", {"transformer": "high.gguf", "transformer_2": "low.gguf"})``
+    """
+    base: str | Path
+    files: tuple[tuple[str, Path], ...] | dict = ()
+
+    def __post_init__(self):
+        files = self.files.items() if isinstance(self.files, dict) else self.files
+        object.__setattr__(self, "files", tuple(sorted((str(c), Path(f)) for c, f in files)))
+
+    @property
+    def key(self) -> str:
+        """One string naming exactly what is loaded: the cache key and the name /health shows."""
+        return str(self.base) + "".join(f"+{component}={file}" for component, file in self.files)
+
+
+def hf_cache_dir() -> Path:
+    """The HF hub cache, read at call time: prepare_home() sets HF_HOME after huggingface_hub is imported."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
 
 
 def read_model_index(path: str | Path) -> dict:
@@ -34,20 +99,270 @@ def read_model_index(path: str | Path) -> dict:
     return index
 
 
+def resolve_diffusers_folder(ref: str | Path, *, cache_dir: str | Path | None = None) -> Path:
+    """A local diffusers folder for a folder path, an HF cache repo folder, or a repo id in the HF cache."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if path.name.startswith("models--") and not (path / "model_index.json").exists():
+            path = _snapshot_of_cache_folder(path)
+        read_model_index(path)
+        return path.resolve()
+    if path.is_file():
+        if path.suffix in SINGLE_FILE_SUFFIXES:
+            raise ValueError(f"{path} is a single-file checkpoint: load it into a base model with "
+                             f"ModelSource(base, {{'transformer': '{path}'}})")
+        raise ValueError(f"{path} is a file, not a diffusers model folder")
+    text = str(ref)
+    if _REPO_ID.match(text) and not text.startswith((".", "/", "~")):
+        return _snapshot_of_repo(text, Path(cache_dir) if cache_dir else hf_cache_dir())
+    raise FileNotFoundError(f"no model at {ref}: not a folder, and not a repo id like org/name")
+
+
+def _snapshot_of_cache_folder(repo_folder: Path) -> Path:
+    """models--org--name/snapshots/<sha>: the one refs/main points to, else the only one there is."""
+    main = repo_folder / "refs" / "main"
+    if main.is_file():
+        snapshot = repo_folder / "snapshots" / main.read_text(encoding="utf-8").strip()
+        if snapshot.is_dir():
+            return snapshot
+    snapshots = sorted(p for p in (repo_folder / "snapshots").glob("*") if p.is_dir())
+    if len(snapshots) == 1:
+        return snapshots[0]
+    raise FileNotFoundError(f"{repo_folder} holds {len(snapshots)} snapshots and no refs/main: cannot tell which")
+
+
+def _snapshot_of_repo(ref: str, cache_dir: Path) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo_id, _, revision = ref.partition("@")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision or None, cache_dir=cache_dir,
+                                        local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(f"{ref} is not in the Hugging Face cache ({cache_dir}); "
+                                "download it first") from None
+    read_model_index(folder)
+    return folder
+
+
+def resolve_source(source: str | Path | ModelSource, *, cache_dir: str | Path | None = None) -> ModelSource:
+    """Any accepted model reference -> a ModelSource with a resolved base folder and checked files."""
+    if not isinstance(source, ModelSource):
+        return ModelSource(resolve_diffusers_folder(source, cache_dir=cache_dir))
+    base = resolve_diffusers_folder(source.base, cache_dir=cache_dir)
+    files = {}
+    for component, file in source.files:
+        file = file.expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"checkpoint for {component} not found: {file}")
+        if file.suffix not in SINGLE_FILE_SUFFIXES:
+            raise ValueError(f"{file}: unsupported checkpoint type {file.suffix or '(none)'}; "
+                             f"expected {' or '.join(SINGLE_FILE_SUFFIXES)}")
+        files[component] = file.resolve()
+    return ModelSource(base, files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
 def load_pipeline(
-    path: str | Path,
+    path: str | Path | ModelSource,
     *,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     pipeline_class: type | None = None,
+    cache_dir: str | Path | None = None,
 ) -> DiffusionPipeline:
-    """Load a diffusers pipeline folder from local disk.
+    """Load a pipeline onto the CPU from a folder, a cached repo id, or a ModelSource.
 
     ``pipeline_class`` overrides the class named in model_index.json, e.g. to open a
     Qwen-Image-Edit folder as QwenImageEditPlusPipeline or QwenImageEditInpaintPipeline.
     """
     install_qwen_processor_compat()
-    path = Path(path)
-    read_model_index(path)  # fail early with a clear message instead of a hub lookup error
-    loader = pipeline_class or DiffusionPipeline
+    source = resolve_source(path, cache_dir=cache_dir)
+    index = read_model_index(source.base)  # fail early with a clear message instead of a hub lookup error
+    dtype = resolve_dtype(dtype)
+    # Components given as single files are loaded first and passed in, so from_pretrained never
+    # reads the base folder's copy of them.
+    replaced = {component: load_single_file(file, base=source.base, component=component, dtype=dtype, index=index)
+                for component, file in source.files}
+    # The concrete class, not DiffusionPipeline: the generic from_pretrained silently ignores
+    # passed-in components (it checks kwargs against DiffusionPipeline's own, empty, signature).
+    loader = pipeline_class or _pipeline_class(index)
     # dtype=, not torch_dtype=: the latter is deprecated in diffusers 0.42.
-    return loader.from_pretrained(path, dtype=dtype or default_dtype(), local_files_only=True)
+    return loader.from_pretrained(source.base, dtype=dtype, local_files_only=True, **replaced)
+
+
+def _pipeline_class(index: dict) -> type:
+    import diffusers
+
+    found = getattr(diffusers, str(index["_class_name"]), None)
+    return found if isinstance(found, type) and issubclass(found, DiffusionPipeline) else DiffusionPipeline
+
+
+def gguf_available() -> bool:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_single_file(file: str | Path, *, base: Path, component: str, dtype: torch.dtype,
+                     index: dict | None = None) -> torch.nn.Module:
+    """One component from a single-file checkpoint, configured by ``base/component/config.json``.
+
+    Diffusers-format and original-format keys both work (diffusers converts the latter); passing
+    ``config=`` means no hub lookup and no guessing the model size from the keys.
+    """
+    import diffusers
+
+    file = Path(file)
+    index = index or read_model_index(base)
+    entry = index.get(component)
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "diffusers"):
+        raise ValueError(f"{base} has no diffusers component {component!r} for {file.name} to replace")
+    cls = getattr(diffusers, entry[1], None)
+    if cls is None or not hasattr(cls, "from_single_file"):
+        raise ValueError(f"{entry[1]} cannot be loaded from a single file ({file})")
+    kwargs = dict(config=str(base), subfolder=component, dtype=dtype, local_files_only=True)
+    if file.suffix == ".gguf":
+        if not gguf_available():
+            raise ImportError(f"{file.name} is a GGUF checkpoint; reading it needs the gguf package "
+                              "(pip install gguf)")
+        kwargs["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
+    elif any(key.endswith("scale_weight") or key == "scaled_fp8" for key in read_safetensors_header(file)):
+        # ComfyUI's "fp8 scaled" files store weight/scale pairs diffusers does not apply: it would
+        # load the raw fp8 values and generate noise. (A corrupt file fails in the header read, named.)
+        raise ValueError(f"{file.name} is a ComfyUI fp8-scaled checkpoint, which diffusers cannot load "
+                         "correctly; use the bf16/fp16 (with fp8 weights here) or a GGUF file instead")
+    try:
+        model = cls.from_single_file(str(file), **kwargs)
+    except Exception as error:
+        raise ValueError(f"could not load {file} as the {component} ({entry[1]}) of {base.name}: its "
+                         f"tensors do not match that model ({error.__class__.__name__}: {error})") from error
+    missing = [name for name, param in model.named_parameters() if param.is_meta]
+    if missing:
+        raise ValueError(f"{file} lacks {len(missing)} weights of {entry[1]}, e.g. {', '.join(missing[:3])}")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight storage and placement (applied to a pipeline loaded on the CPU)
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def torchao_available() -> bool:
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_  # noqa: F401
+    except Exception:  # ImportError, or a torchao built for another torch failing at import
+        return False
+    return True
+
+
+def low_precision_components(pipe: DiffusionPipeline) -> list[str]:
+    """The denoisers whose weight storage fp8/int8 changes (not ones already quantized, e.g. GGUF)."""
+    from diffusers import ModelMixin
+
+    return [name for name, component in pipe.components.items()
+            if name.startswith(LOW_PRECISION_PREFIXES) and isinstance(component, ModelMixin)
+            and getattr(component, "hf_quantizer", None) is None]
+
+
+def apply_weights(pipe: DiffusionPipeline, weights: str, compute_dtype: torch.dtype) -> list[str]:
+    """Store the denoisers' weights in fp8 (diffusers layerwise casting) or int8 (torchao); returns their names."""
+    if weights == "native":
+        return []
+    if weights not in ("fp8", "int8"):
+        raise ValueError(f"unknown weights {weights!r}; expected native, fp8 or int8")
+    if weights == "int8" and not torchao_available():
+        raise ImportError("int8 weights need torchao, which is not installed here; "
+                          "pip install torchao (a build matching this torch), or choose fp8")
+    names = low_precision_components(pipe)
+    for name in names:
+        model = getattr(pipe, name)
+        if weights == "fp8":
+            # Upcast per layer for compute; diffusers skips norms, embeddings and the model's own list.
+            model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+        else:
+            _quantize_int8(model)
+    return names
+
+
+def _quantize_int8(model: torch.nn.Module) -> None:
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    # The same layers layerwise casting leaves alone (norms, fp32-pinned embedders) stay exact here too.
+    skip = DEFAULT_SKIP_PATTERNS + tuple(getattr(model, "_keep_in_fp32_modules", None) or ()) + tuple(
+        getattr(model, "_skip_layerwise_casting_patterns", None) or ())
+
+    def wanted(module: torch.nn.Module, name: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and not any(re.search(p, name) for p in skip)
+
+    quantize_(model, Int8WeightOnlyConfig(), filter_fn=wanted)
+
+
+def apply_placement(pipe: DiffusionPipeline, mode: str, *, pin_memory: bool = True) -> str | None:
+    """Put a CPU-loaded pipeline where ``mode`` says. Returns a note when it had to be adapted.
+
+    On CUDA: gpu = ``.to("cuda")``; model_offload = ``enable_model_cpu_offload``; group_offload =
+    diffusers group offload, block level for diffusers models and leaf level for text encoders
+    (their blocks are nested too deep for block level), with CUDA streams, VAE kept whole on the
+    GPU; sequential_offload = ``enable_sequential_cpu_offload``. Without CUDA the CPU stands in for
+    the GPU (the same hooks run, so tests exercise them) except sequential offload, which accelerate
+    cannot do onto the CPU it offloads to. ``pin_memory=False`` pins per transfer instead of
+    pinning a second copy of all weights up front (group offload with streams), when RAM is short.
+    """
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda") if cuda else torch.device("cpu")
+    note = None if cuda or mode == "cpu" else f"No CUDA here: {MODE_LABELS[mode]} runs with the CPU as the GPU"
+    if mode in ("gpu", "cpu"):
+        pipe.to(device if mode == "gpu" else "cpu")
+    elif mode == "model_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif mode == "group_offload":
+        _enable_group_offload(pipe, device, use_stream=cuda, low_cpu_mem_usage=not pin_memory)
+    elif mode == "sequential_offload":
+        if cuda:
+            pipe.enable_sequential_cpu_offload(device=device)
+        else:
+            pipe.to("cpu")
+            note = "No CUDA here: sequential offload needs a GPU to offload from, so the weights stay on the CPU"
+    else:
+        raise ValueError(f"unknown placement {mode!r}")
+    return note
+
+
+def _enable_group_offload(pipe: DiffusionPipeline, device: torch.device, *, use_stream: bool,
+                          low_cpu_mem_usage: bool) -> None:
+    from diffusers import ModelMixin
+    from diffusers.hooks import apply_group_offloading
+
+    common = dict(onload_device=device, offload_device=torch.device("cpu"), use_stream=use_stream,
+                  non_blocking=use_stream, low_cpu_mem_usage=low_cpu_mem_usage)
+    for name, component in pipe.components.items():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        if name in GROUP_OFFLOAD_EXCLUDE:
+            component.to(device)
+        elif isinstance(component, ModelMixin):
+            component.enable_group_offload(offload_type="block_level", num_blocks_per_group=1, **common)
+        else:
+            apply_group_offloading(component, offload_type="leaf_level", **common)
+
+
+def release_placement(pipe: DiffusionPipeline, mode: str) -> bool:
+    """Undo a gpu or model_offload placement (weights back on the CPU, hooks removed), so the same
+    pipeline can be placed again without reloading. False for placements that cannot be undone
+    cleanly (group/sequential offload): reload those."""
+    if mode in ("gpu", "cpu"):
+        pipe.to("cpu")
+        return True
+    if mode == "model_offload":
+        pipe.remove_all_hooks()
+        pipe.to("cpu")
+        return True
+    return False

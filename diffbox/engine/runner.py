@@ -112,12 +112,22 @@ class JobContext:
             self.job.partial_outputs.append(str(path))
         self.job.emit(OutputEvent(kind, str(path) if path is not None else None, data))
 
-    def step_callback(self, total: int, stage: str = "denoising") -> Callable:
-        """A diffusers `callback_on_step_end`: reports step i/N and aborts at once on Stop."""
+    def note(self, text: str) -> None:
+        """A sentence for the job's log and the UI (which placement was chosen and why, a retry)."""
+        self.log.info(text)
+        self.job.notes.append(text)
+        self.job.emit(OutputEvent("note", data=text))
+
+    def step_callback(self, total: int, stage: str = "denoising",
+                      on_step: Callable[[int, dict], None] | None = None) -> Callable:
+        """A diffusers `callback_on_step_end`: reports step i/N, runs `on_step(i, tensors)` (previews),
+        and aborts at once on Stop."""
         self.progress(stage, 0, total)
 
         def on_step_end(pipe, step_index, timestep, callback_kwargs):
             self.progress(stage, step_index + 1, total)
+            if on_step is not None:
+                on_step(step_index + 1, callback_kwargs)
             self.check_cancelled()
             return callback_kwargs
 
@@ -136,6 +146,7 @@ class Job:
         self.steps_total: int | None = None
         self.steps_at_cancel: int | None = None
         self.partial_outputs: list[str] = []
+        self.notes: list[str] = []
         self.outcome: FinishedEvent | None = None
         self._events: list[Event] = []
         self._listeners: list[Callable[[Event], None]] = []
@@ -279,6 +290,7 @@ class JobRunner:
         fields: dict[str, Any] = {
             "status": outcome.status, "finished_at": finished_at, "error": outcome.error,
             "steps_done": job.steps_done, "steps_total": job.steps_total, "steps_at_cancel": job.steps_at_cancel,
+            "notes": job.notes,
             "timings": {"wait_s": round((started_at or finished_at) - queued_at, 3),
                         "run_s": round(finished_at - started_at, 3) if started_at else 0.0},
         }

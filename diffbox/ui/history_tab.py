@@ -28,7 +28,8 @@ def history_rows(services: Services) -> list[list]:
     return rows
 
 
-def build_history_tab(services: Services) -> None:
+def build_history_tab(services: Services):
+    """Returns the Use-these-settings button and the selected job record, for the workflow tabs."""
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120, elem_id="history-refresh")
         auto = gr.Checkbox(value=True, label="Refresh every 5 s", scale=0, min_width=200, elem_id="history-auto")
@@ -40,7 +41,9 @@ def build_history_tab(services: Services) -> None:
             files = gr.File(label="Output files", file_count="multiple", interactive=False,
                             elem_id="history-files")
         with gr.Column():
+            use_settings = gr.Button("Use these settings", elem_id="history-use-settings", interactive=False)
             details = gr.JSON(label="Job record", elem_id="history-details")
+    selected = gr.State(None)
     timer = gr.Timer(5.0)
 
     def refresh_rows():
@@ -50,10 +53,11 @@ def build_history_tab(services: Services) -> None:
         row = event.row_value if event.row_value else None
         record = services.history.get(row[0]) if row else None
         if not record:
-            return gr.update(visible=False, value=None), None, None
+            return gr.update(visible=False, value=None), None, None, None, gr.Button(interactive=False)
         outputs = [p for p in record.get("outputs") or [] if Path(p).is_file()]
         video = next((p for p in outputs if p.lower().endswith(VIDEO_SUFFIXES)), None)
-        return gr.update(visible=video is not None, value=video), outputs or None, record
+        return (gr.update(visible=video is not None, value=video), outputs or None, record, record,
+                gr.Button(interactive=bool(record.get("params"))))
 
     def toggle_timer(on: bool):
         return gr.Timer(active=on)
@@ -62,4 +66,6 @@ def build_history_tab(services: Services) -> None:
     refresh.click(refresh_rows, None, table, api_name="ui_history_refresh", **private)
     timer.tick(refresh_rows, None, table, api_name="ui_history_tick", show_progress="hidden", **private)
     auto.change(toggle_timer, auto, timer, api_name="ui_history_auto", **private)
-    table.select(show, None, [preview, files, details], api_name="ui_history_show", **private)
+    table.select(show, None, [preview, files, details, selected, use_settings], api_name="ui_history_show",
+                 **private)
+    return use_settings, selected

@@ -2,60 +2,146 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
-from diffbox.engine.runner import FinishedEvent, ProgressEvent
+from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
-from diffbox.ui.form import build_form, values_to_params
+from diffbox.ui.form import build_form, component_for, values_to_params
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
+from diffbox.ui.lora_rows import LoraRows
+from diffbox.workflows import i2v
+from diffbox.workflows.outputs import read_metadata
+
+CUSTOM_SIZE = "custom"
 
 
-def build_i2v_tab(services: Services):
-    """Returns the model dropdown and a function giving its fresh choices (models appear on disk)."""
+@dataclass
+class I2VTab:
+    """What other tabs need: the form (to refill it from a history entry) and the model refresh."""
+    names: list[str]
+    fields: dict
+    loras: LoraRows
+    model: gr.Dropdown
+    services: Services
+
+    @property
+    def fill_outputs(self) -> list:
+        plain = [component for name, component in self.fields.items() if name != "loras"]
+        return [*plain, *self.loras.components, self.loras.state]
+
+    def fill(self, params: dict | None) -> list:
+        """Updates that put saved params into the form; unknown or missing keys keep the form's value."""
+        params = params or {}
+        updates = [params.get(name, gr.skip()) for name in self.names if name != "loras"]
+        return updates + self.loras.from_list(params.get("loras", []))
+
+    def refresh_choices(self) -> list:
+        return [gr.Dropdown(choices=[m.name for m in self.services.models("i2v")]), *self.loras.refresh()]
+
+    @property
+    def refresh_outputs(self) -> list:
+        return [self.model, *(row[0] for row in self.loras.rows)]
+
+
+def build_i2v_tab(services: Services) -> I2VTab:
     spec = services.specs["i2v"]
     model_names = [m.name for m in services.models("i2v")]
+    presets = {label: size for label, size in i2v.RESOLUTION_PRESETS.items()}
+    holder: dict = {}
 
     def model_dropdown(param):
-        return gr.Dropdown(choices=model_names, value=param.default if param.default in model_names
-                           else (model_names[0] if model_names else None),
-                           label="Model", info=param.help, allow_custom_value=False, elem_id="param-model")
+        value = param.default if param.default in model_names else (model_names[0] if model_names else None)
+        return gr.Dropdown(choices=model_names, value=value, label="Model", info=param.help, elem_id="param-model")
+
+    def width_with_presets(param):
+        current = (param.default, spec["height"].default)
+        label = next((k for k, v in presets.items() if v == current), CUSTOM_SIZE)
+        holder["preset"] = gr.Dropdown([*presets, CUSTOM_SIZE], value=label, label="Size",
+                                       info="Wan 2.2's trained sizes, or custom.", elem_id="i2v-size-preset")
+        return component_for(param)
+
+    def lora_rows(param):
+        holder["loras"] = LoraRows(lambda: [l.name for l in services.loras(i2v.BASE_MODEL)], elem_prefix="i2v-lora")
+        return holder["loras"].state
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             image = gr.Image(label="Start image", type="filepath", sources=["upload", "clipboard"],
-                             elem_id="i2v-image", height=320)
+                             elem_id="i2v-image", height=300)
             with gr.Accordion("Last frame (optional)", open=False):
                 end_image = gr.Image(label="End image", type="filepath", sources=["upload", "clipboard"],
-                                     elem_id="i2v-end-image", height=240)
-            fields = build_form(spec, custom={"model": model_dropdown})
+                                     elem_id="i2v-end-image", height=220)
+            fields = build_form(spec, custom={"model": model_dropdown, "width": width_with_presets,
+                                              "loras": lora_rows})
         with gr.Column(scale=1):
-            video = gr.Video(label="Video", autoplay=True, loop=True, elem_id="i2v-video", height=420)
+            video = gr.Video(label="Video", autoplay=True, loop=True, elem_id="i2v-video", height=400,
+                             buttons=["download"])
+            preview = gr.Image(label="Live preview (latents, no decode)", interactive=False, height=140,
+                               elem_id="i2v-preview", format="png")
             status = gr.Markdown(elem_id="i2v-status")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="i2v-generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="i2v-stop")
             with gr.Accordion("Metadata", open=False):
                 metadata = gr.JSON(label="Saved with the video", elem_id="i2v-metadata")
+            settings_file = gr.File(label="Drop a diffbox video or meta.json to reuse its settings",
+                                    file_types=[".mp4", ".json"], type="filepath", elem_id="i2v-settings-file",
+                                    height=100)
 
     names = list(fields)
+    tab = I2VTab(names, fields, holder["loras"], fields["model"], services)
 
     async def ui_i2v(image_path, end_image_path, *values, progress=gr.Progress()):
         params = values_to_params(names, values)
         job = submit_or_explain(lambda: services.submit_i2v(params, image_path, end_image_path))
-        yield gr.skip(), f"Job `{job.id}` waiting for the GPU…", gr.skip()
+        notes: list[str] = []
+        yield gr.skip(), None, f"Job `{job.id}` waiting for the GPU…", gr.skip()
         async for event in follow(job, progress):
-            if isinstance(event, ProgressEvent) and event.step is None:
-                yield gr.skip(), f"Job `{job.id}`: {event.text}", gr.skip()
+            if isinstance(event, OutputEvent) and event.kind == "preview":
+                yield gr.skip(), event.data, gr.skip(), gr.skip()
+            elif isinstance(event, OutputEvent) and event.kind == "note":
+                notes.append(event.data)
+                yield gr.skip(), gr.skip(), _status(job.id, "", notes), gr.skip()
+            elif isinstance(event, ProgressEvent) and event.step is None:
+                yield gr.skip(), gr.skip(), _status(job.id, event.text, notes), gr.skip()
             elif isinstance(event, FinishedEvent):
                 raise_if_failed(event)
                 result = event.result
                 path = result.outputs[0] if result and result.outputs else None
-                yield path, f"Job `{job.id}`: {status_line(event)}", (result.metadata if result else None)
+                yield path, gr.skip(), _status(job.id, status_line(event), notes), \
+                    (result.metadata if result else None)
+
+    def size_preset(label):
+        if label in presets:
+            return presets[label]
+        return gr.skip(), gr.skip()
+
+    def settings_from_file(path):
+        if not path:
+            return [gr.skip()] * len(tab.fill_outputs)
+        saved = read_metadata(path)
+        if not saved or saved.get("workflow") != "i2v":
+            gr.Warning("That file holds no diffbox image-to-video settings.")
+            return [gr.skip()] * len(tab.fill_outputs)
+        gr.Info("Settings loaded from the file.")
+        return tab.fill(saved["params"])
 
     run_event = generate.click(
-        ui_i2v, [image, end_image, *fields.values()], [video, status, metadata],
+        ui_i2v, [image, end_image, *fields.values()], [video, preview, status, metadata],
         api_name="ui_i2v", api_visibility="private", concurrency_id="gpu", concurrency_limit=1,
         show_progress_on=[video],
     )
     stop.click(None, None, None, cancels=[run_event], api_name="ui_i2v_stop", api_visibility="private")
-    return fields["model"], lambda: gr.Dropdown(choices=[m.name for m in services.models("i2v")])
+    holder["preset"].change(size_preset, holder["preset"], [fields["width"], fields["height"]],
+                            api_name="ui_i2v_size", api_visibility="private", queue=False)
+    settings_file.upload(settings_from_file, settings_file, tab.fill_outputs, api_name="ui_i2v_settings_file",
+                         api_visibility="private", queue=False)
+    return tab
+
+
+def _status(job_id: str, text: str, notes: list[str]) -> str:
+    lines = [f"Job `{job_id}`: {text}" if text else f"Job `{job_id}`"]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines)

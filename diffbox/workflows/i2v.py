@@ -1,27 +1,29 @@
 """Wan 2.2 image-to-video: one image (optionally a last frame) and a prompt in, an H.264 mp4 out.
 
 Wan 2.2 A14B has two experts: `transformer` denoises the high-noise steps (t >= boundary_ratio·1000)
-with guidance_scale, `transformer_2` the low-noise rest with guidance_scale_2.
+with guidance_scale, `transformer_2` the low-noise rest with guidance_scale_2. LoRAs carry a
+weight per expert for the same reason.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers.utils import export_to_video
 from PIL import Image
 
 from diffbox import __version__
+from diffbox.engine import tuning
+from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
+from diffbox.engine.preview import video_latents_to_strip
 from diffbox.engine.runner import JobContext, JobResult
 from diffbox.params import Param, ParamSpec
-from diffbox.store import atomic_write_text
 from diffbox.workflows.images import cover, load_image
+from diffbox.workflows.outputs import check_frames, write_metadata, write_video
 
 PIPELINE_CLASSES = ("WanImageToVideoPipeline",)
+BASE_MODEL = "wan2.2-i2v"
 
 # Wan's own default negative prompt (Wan2.2 shared_config.py); the model was tuned with it.
 WAN_NEGATIVE_PROMPT = (
@@ -30,15 +32,56 @@ WAN_NEGATIVE_PROMPT = (
     "三条腿，背景人很多，倒着走"
 )
 
+# The sizes Wan 2.2 A14B was trained at, as width × height. The form offers them as shortcuts
+# that fill width and height; the parameters themselves stay width and height.
+RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
+    "832×480 landscape (480p)": (832, 480),
+    "480×832 portrait (480p)": (480, 832),
+    "1280×720 landscape (720p)": (1280, 720),
+    "720×1280 portrait (720p)": (720, 1280),
+    "624×624 square": (624, 624),
+}
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+WEIGHTS = ("auto", "native", "fp8", "int8")
+PLACEMENTS = ("auto", "gpu", "model_offload", "group_offload", "sequential_offload")
+
+
+def clean_lora(value: Any) -> dict:
+    """One LoRA entry: {"name", "weight_high", "weight_low"}; a bare name means weight 1 on both experts."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"].strip():
+        raise ValueError('must look like {"name": "...", "weight_high": 1.0, "weight_low": 1.0}')
+    unknown = set(value) - {"name", "weight_high", "weight_low"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    entry = {"name": value["name"].strip()}
+    for key in ("weight_high", "weight_low"):
+        weight = value.get(key, 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not -4.0 <= weight <= 4.0:
+            raise ValueError(f"{key} must be a number between -4 and 4, got {weight!r}")
+        entry[key] = float(weight)
+    return entry
+
+
+def _tiles_fit(values: dict) -> dict:
+    if values["vae_tiling"] and values["vae_tile_stride"] > values["vae_tile_size"]:
+        return {"vae_tile_stride": f"must not exceed vae_tile_size ({values['vae_tile_size']})"}
+    return {}
+
+
 SPEC = ParamSpec("i2v", (
     Param("prompt", "text", "", "What should happen in the video.", label="Prompt"),
+    Param("negative_prompt", "text", WAN_NEGATIVE_PROMPT, "What to steer away from (Wan's own default)."),
     Param("seed", "seed", -1, "-1 picks a random seed; the seed actually used is saved with the video."),
     Param("width", "int", 832, "Output width in pixels (multiple of 16).", minimum=16, maximum=2048,
           step=16, multiple_of=16),
     Param("height", "int", 480, "Output height in pixels (multiple of 16).", minimum=16, maximum=2048,
           step=16, multiple_of=16),
+    Param("loras", "list", [], "LoRAs from the library, each with a weight for the high-noise and the "
+          "low-noise expert (0 leaves that expert alone).", item=clean_lora, max_items=8),
     Param("model", "str", "", "Wan 2.2 I2V model from the local library; empty = the first one found."),
-    Param("negative_prompt", "text", WAN_NEGATIVE_PROMPT, "What to steer away from.", tier="advanced"),
     Param("num_inference_steps", "int", 40, "Denoising steps, shared by both experts.", tier="advanced",
           minimum=1, maximum=200),
     Param("guidance_scale", "float", 3.5, "Prompt strength for the high-noise expert (layout, motion).",
@@ -49,7 +92,35 @@ SPEC = ParamSpec("i2v", (
           tier="advanced", minimum=5, maximum=481, step=4, congruent=(4, 1)),
     Param("fps", "int", 16, "Frames per second of the mp4 (Wan 2.2 A14B is trained at 16).",
           tier="advanced", minimum=1, maximum=60),
-))
+    Param("preview_every", "int", 4, "Show a latent preview every N steps (0 = off; costs ~nothing).",
+          tier="advanced", minimum=0, maximum=50),
+    Param("flow_shift", "float", None, "Sigma shift of the flow schedule; empty = the model's (5.0 for "
+          "A14B). Higher spends more steps on layout.", tier="expert", minimum=0.1, maximum=30.0, nullable=True),
+    Param("boundary_ratio", "float", None, "Where the high-noise expert hands over (t/1000); empty = the "
+          "model's (0.9 for A14B I2V).", tier="expert", minimum=0.0, maximum=1.0, nullable=True),
+    Param("scheduler", "choice", "unipc", "UniPC (Wan's default) or Euler flow-match (what distill LoRAs "
+          "expect).", tier="expert", choices=tuning.SCHEDULERS),
+    Param("vae_tiling", "bool", False, "Decode the video in tiles: much less VRAM at 720p, slightly slower.",
+          tier="expert"),
+    Param("vae_tile_size", "int", 256, "Tile size in pixels.", tier="expert", minimum=64, maximum=1024,
+          multiple_of=32),
+    Param("vae_tile_stride", "int", 192, "Tile stride in pixels (< size leaves overlap to blend).",
+          tier="expert", minimum=32, maximum=1024, multiple_of=32),
+    Param("step_cache", "choice", "off", "Skip transformer work on steps that barely change "
+          "(First-Block Cache): faster, slightly softer.", tier="expert", choices=tuning.STEP_CACHES),
+    Param("step_cache_threshold", "float", 0.05, "First-Block Cache threshold: higher skips more.",
+          tier="expert", minimum=0.0, maximum=1.0, step=0.01),
+    Param("attention_backend", "choice", "native", "Attention kernel (native = PyTorch SDPA; others need "
+          "their package installed).", tier="expert", choices=tuning.ATTENTION_BACKENDS),
+    Param("compile", "bool", False, "torch.compile the transformer blocks: slow first job, faster after.",
+          tier="expert"),
+    Param("dtype", "choice", "auto", "Compute dtype; auto = bfloat16 on GPU, float32 on CPU.", tier="expert",
+          choices=DTYPES),
+    Param("weights", "choice", "auto", "Weight storage; auto picks fp8/int8 only when the model would not "
+          "fit otherwise.", tier="expert", choices=WEIGHTS),
+    Param("placement", "choice", "auto", "Where the model lives; auto picks the fastest that fits in VRAM.",
+          tier="expert", choices=PLACEMENTS),
+), checks=(_tiles_fit,))
 
 
 @dataclass(frozen=True)
@@ -68,9 +139,31 @@ def prepare(values: dict | None, image: Any, end_image: Any = None, spec: ParamS
     return I2VInput(params, cover(first, *size), cover(last, *size) if last else None)
 
 
-def run(ctx: JobContext, pipe, job: I2VInput, model_name: str) -> JobResult:
+def configure(pipe, params: dict) -> None:
+    """Puts this job's expert settings on the (cached, shared) pipeline."""
+    tuning.set_scheduler(pipe, params["scheduler"], params["flow_shift"])
+    tuning.set_boundary_ratio(pipe, params["boundary_ratio"])
+    tuning.set_step_cache(pipe, params["step_cache"], params["step_cache_threshold"])
+    tuning.set_attention_backend(pipe, params["attention_backend"])
+    tuning.set_vae_tiling(pipe, params["vae_tiling"], params["vae_tile_size"], params["vae_tile_stride"])
+
+
+def run(ctx: JobContext, pipe, job: I2VInput, model_name: str, loras: list[LoraRequest] = (),
+        extra_metadata: dict | None = None) -> JobResult:
     p = job.params
+    configure(pipe, p)
+    if p["compile"]:
+        ctx.progress("compiling the transformers (first time only)")
+        tuning.compile_experts(pipe)
+    if loras:
+        ctx.progress("applying LoRAs")
+    apply_loras(pipe, list(loras))
     two_experts = getattr(pipe, "transformer_2", None) is not None and pipe.config.boundary_ratio is not None
+
+    def preview(step: int, tensors: dict) -> None:
+        if p["preview_every"] and step % p["preview_every"] == 0 and "latents" in tensors:
+            ctx.output("preview", data=video_latents_to_strip(tensors["latents"]))
+
     output = pipe(
         image=job.image,
         last_image=job.end_image,
@@ -83,30 +176,21 @@ def run(ctx: JobContext, pipe, job: I2VInput, model_name: str) -> JobResult:
         guidance_scale=p["guidance_scale"],
         guidance_scale_2=p["guidance_scale_2"] if two_experts else None,
         generator=torch.Generator("cpu").manual_seed(p["seed"]),
-        callback_on_step_end=ctx.step_callback(p["num_inference_steps"]),
+        callback_on_step_end=ctx.step_callback(p["num_inference_steps"], on_step=preview),
         output_type="np",
     )
     frames = output.frames[0]
     ctx.check_cancelled()
+    check_frames(frames)
     ctx.progress("writing video")
     metadata = {
         "workflow": "i2v", "diffbox_version": __version__, "job_id": ctx.job_id, "model": model_name,
-        "params": p, "frames": int(len(frames)), "width": p["width"], "height": p["height"], "fps": p["fps"],
+        "params": p, "model_defaults": tuning.model_defaults(pipe),
+        "loras": [{"name": l.name, "sha256": file_sha256(l.path), "weight_high": l.weight_high,
+                   "weight_low": l.weight_low} for l in loras],
+        "frames": int(len(frames)), "width": p["width"], "height": p["height"], "fps": p["fps"],
+        **(extra_metadata or {}),
     }
-    video = write_video(frames, ctx.outdir / "video.mp4", p["fps"])
+    video = write_video(frames, ctx.outdir / "video.mp4", p["fps"], metadata)
     write_metadata(ctx.outdir, metadata)
     return JobResult(outputs=[str(video)], metadata=metadata)
-
-
-def write_video(frames, path: Path, fps: int) -> Path:
-    """H.264 mp4, written under a temp name and renamed, so a half-written file never appears."""
-    partial = path.with_name(f".partial-{path.name}")
-    export_to_video(list(frames), str(partial), fps=fps)
-    partial.replace(path)
-    return path
-
-
-def write_metadata(outdir: Path, metadata: dict) -> Path:
-    path = outdir / "meta.json"
-    atomic_write_text(path, json.dumps(metadata, indent=2, ensure_ascii=False, default=str))
-    return path

@@ -1,0 +1,99 @@
+"""What diffbox adds on top of a bare diffusers call, measured in one run on the tiny Wan model.
+
+    python bench/i2v_overhead.py [--runs 5]
+
+Three ways to make the same 9-frame 32×32 video, all warm (model loaded, first call done):
+the bare `pipe(...)` call + mp4 export, the same job through Services (validation, GPU lock,
+history records, LoRA/tuning setup, metadata, mp4), and through the HTTP API with gradio_client.
+Prints milliseconds per job and the overhead ratio against the bare call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PARAMS = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 4, "seed": 1, "prompt": "a square"}
+
+
+def timed(fn, runs: int) -> float:
+    fn()  # warm
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    import torch
+    from diffusers.utils import export_to_video
+    from PIL import Image
+
+    from diffbox.services import Services
+    from diffbox.settings import Settings, prepare_home
+
+    home = Path(tempfile.mkdtemp(prefix="diffbox-bench-"))
+    settings = Settings(home=home, demo=True)
+    prepare_home(settings, env={})
+    services = Services.start(settings)
+    image_path = home / "start.png"
+    Image.new("RGB", (32, 32), (10, 120, 200)).save(image_path)
+    model = services.resolve_model("i2v", "")
+    pipe = services.cache.get(model.path).pipe
+    negative = services.specs["i2v"]["negative_prompt"].default
+
+    def bare():
+        frames = pipe(image=Image.open(image_path).convert("RGB"), prompt=PARAMS["prompt"], negative_prompt=negative,
+                      height=32, width=32, num_frames=9, num_inference_steps=4, guidance_scale=3.5,
+                      guidance_scale_2=3.5, generator=torch.Generator().manual_seed(1), output_type="np").frames[0]
+        export_to_video(list(frames), str(home / "bare.mp4"), fps=16)
+
+    def through_services():
+        assert services.submit_i2v(PARAMS, str(image_path)).wait(300).status == "done"
+
+    bare_ms = timed(bare, args.runs)
+    services_ms = timed(through_services, args.runs)
+
+    port = "7899"
+    server = subprocess.Popen([sys.executable, "app.py", "--demo", "--home", str(home / "api-home"), "--port", port],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        from gradio_client import Client, handle_file
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        api_ms = timed(lambda: client.predict(PARAMS, handle_file(str(image_path)), None, api_name="/i2v"), args.runs)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    print(f"{'path':<22}{'ms/job':>10}{'overhead ms':>14}{'ratio':>8}")
+    for name, ms in (("bare pipe + mp4", bare_ms), ("services (runner)", services_ms), ("HTTP API", api_ms)):
+        print(f"{name:<22}{ms:>10.0f}{ms - bare_ms:>14.0f}{ms / bare_ms:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

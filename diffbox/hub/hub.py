@@ -1,0 +1,91 @@
+"""The model hub wired together once: tokens, the two clients, search cache, library, downloads.
+
+HF_ENDPOINT and DIFFBOX_CIVITAI_URL are read here, at start, and handed to the clients explicitly
+(huggingface_hub would read HF_ENDPOINT only at import time); that is how tests reach local fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Mapping
+
+from diffbox.hub import HubError
+from diffbox.hub.civitai import Civitai
+from diffbox.hub.downloads import DownloadManager
+from diffbox.hub.huggingface import HuggingFace
+from diffbox.hub.library import Library, normalise_source
+from diffbox.hub.search import ModelSearch, SearchPage
+from diffbox.hub.tokens import TokenStore
+from diffbox.hub.transfer import Backoff
+from diffbox.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelHub:
+    library: Library
+    tokens: TokenStore
+    hf: HuggingFace
+    civitai: Civitai
+    finder: ModelSearch
+    downloads: DownloadManager
+    _stop: threading.Event
+
+    @classmethod
+    def start(cls, settings: Settings, env: Mapping[str, str] | None = None, *, backoff: Backoff = Backoff(),
+              workers: int = 2) -> "ModelHub":
+        env = os.environ if env is None else env
+        tokens = TokenStore(settings.home / "tokens.json", {"hf": settings.hf_token, "civitai": settings.civitai_token})
+        hf = HuggingFace(env.get("HF_ENDPOINT"), lambda: tokens.get("hf"))
+        civitai = Civitai(env.get("DIFFBOX_CIVITAI_URL"), lambda: tokens.get("civitai"))
+        library = Library(settings.models_dir, settings.db_dir / "library.json")
+        library.refresh()
+        downloads = DownloadManager(settings.models_dir, settings.db_dir / "downloads.json", library, hf, civitai,
+                                    workers=workers, backoff=backoff)
+        downloads.start()
+        hub = cls(library, tokens, hf, civitai, ModelSearch(settings.db_dir / "search.json", hf, civitai), downloads,
+                  threading.Event())
+        threading.Thread(target=hub._hash_in_background, name="library-hash", daemon=True).start()
+        return hub
+
+    def _hash_in_background(self) -> None:
+        """sha256 of models copied in by hand (a 20 GB file takes a while to read), now and then again."""
+        while not self._stop.is_set():
+            try:
+                self.library.hash_missing(self._stop)
+            except OSError as exc:  # a file or the home vanished under us (shutdown, a user deleting)
+                log.debug("background hashing stopped: %s", exc)
+            self._stop.wait(30)
+
+    def search(self, query: str = "", source: str = "all", kind: str = "any", base_model: str = "any",
+               sort: str = "downloads", nsfw: bool = False, cursors: dict | None = None, limit: int = 30) -> SearchPage:
+        page = self.finder.search(query, source, kind, base_model, sort, nsfw, cursors, limit)
+        local = {(m.source, m.model_id) for m in self.library.models()}
+        pins = {(p["source"], p["model_id"]) for p in self.library.pins()}
+        for result in page.results:
+            key = (result["source"], result["id"])
+            result["in_library"], result["pinned"] = key in local, key in pins
+        return page
+
+    def pin(self, source: str, model_id: str, pinned: bool) -> dict:
+        try:
+            source = normalise_source(source)
+        except ValueError as exc:
+            raise HubError(str(exc)) from None
+        model_id = str(model_id).strip()
+        seen = self.finder.seen(source, model_id) or {}
+        try:
+            return self.library.pin(source, model_id, bool(pinned), revision=seen.get("version_id", ""),
+                                    files=seen.get("files") or [])
+        except (KeyError, ValueError) as exc:
+            raise HubError(str(exc).strip("'\"")) from None
+
+    def close(self) -> None:
+        self._stop.set()
+        self.downloads.close()
+        self.finder.close()
+        self.library.close()

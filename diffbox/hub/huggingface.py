@@ -1,0 +1,192 @@
+"""Hugging Face: search with HfApi.list_models, plan from model_info, download with hf_hub_download.
+
+The endpoint comes from HF_ENDPOINT (read when the app starts, passed explicitly as `endpoint=`),
+which is how tests point this at a local fake Hub. Transfers are huggingface_hub's own (hf_xet
+when the repo uses Xet, plain HTTP with in-process Range resume otherwise); diffbox adds the
+staging folder, the sha256 / git-blob check and the move into models/.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                    RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.utils import httpx  # httpx2 in huggingface_hub 2.x
+
+from diffbox.hub import HubError, Stopped, TransientError
+from diffbox.hub.library import UNKNOWN, hint_base_model
+from diffbox.hub.plan import Plan, PlannedFile
+from diffbox.hub.safety import CONFIG_SUFFIXES, PICKLE_SUFFIXES, WEIGHT_SUFFIXES, UnsafeFile, safe_relative_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+# The model-tree tags (base_model:adapter:<repo>) a search filters on, per base model.
+BASE_MODEL_REPOS = {
+    "wan2.2-i2v": "Wan-AI/Wan2.2-I2V-A14B",
+    "wan2.1": "Wan-AI/Wan2.1-I2V-14B-720P",
+    "qwen-image": "Qwen/Qwen-Image",
+    "qwen-edit": "Qwen/Qwen-Image-Edit-2509",
+}
+SORTS = {"downloads": "downloads", "likes": "likes", "newest": "created_at", "updated": "last_modified",
+         "trending": "trending_score"}
+EXPAND = ["author", "downloads", "likes", "tags", "pipeline_tag", "library_name", "lastModified", "usedStorage",
+          "sha"]
+NSFW_TAG = "not-for-all-audiences"
+
+
+def _kind_from_tags(tags: list[str], library_name: str | None) -> str:
+    if "lora" in tags:
+        return "lora"
+    if "controlnet" in tags:
+        return "controlnet"
+    if library_name == "diffusers" or "diffusers" in tags:
+        return "diffusers"
+    return "checkpoint"
+
+
+def _base_from_tags(tags: list[str], repo_id: str) -> str:
+    for tag in tags:
+        if tag.startswith("base_model:") and (base := hint_base_model(tag.rsplit(":", 1)[-1])):
+            return base
+    return hint_base_model(repo_id) or UNKNOWN
+
+
+class HuggingFace:
+    def __init__(self, endpoint: str | None, token: Callable[[], str | None]):
+        self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        self._token = token
+
+    def _api(self) -> HfApi:
+        # token=False: diffbox's token store (HF_TOKEN or the UI) is the only source of credentials.
+        return HfApi(endpoint=self.endpoint, token=self._token() or False)
+
+    def _explain(self, exc: Exception, what: str) -> HubError:
+        """huggingface_hub's exceptions as sentences a user can act on."""
+        has_token = bool(self._token())
+        if isinstance(exc, GatedRepoError):
+            return HubError(f"{what} is gated: accept its license on Hugging Face and "
+                            + ("check that your Hugging Face token has access" if has_token
+                               else "set a Hugging Face token in Models → Tokens (or HF_TOKEN)"))
+        if isinstance(exc, RepositoryNotFoundError):
+            return HubError(f"Hugging Face has no model {what}" + ("" if has_token else
+                            " (if it is private, set a Hugging Face token in Models → Tokens)"))
+        if isinstance(exc, RevisionNotFoundError):
+            return HubError(f"{what}: no such revision on Hugging Face")
+        if isinstance(exc, EntryNotFoundError):
+            return HubError(f"{what}: no such file in the repository")
+        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+            status = exc.response.status_code
+            if status == 401:
+                return HubError(f"{what} needs a Hugging Face token: set one in Models → Tokens (or HF_TOKEN)")
+            if status == 429 or status >= 500:
+                return TransientError(f"Hugging Face answered HTTP {status} for {what}; retrying")
+            return HubError(f"Hugging Face answered HTTP {status} for {what}")
+        if isinstance(exc, (httpx.TransportError, LocalEntryNotFoundError, ConnectionError, TimeoutError)):
+            return TransientError(f"cannot reach Hugging Face at {self.endpoint} ({type(exc).__name__})")
+        return HubError(f"Hugging Face request for {what} failed: {exc}")
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def search(self, query: str, kind: str, base_model: str, sort: str, nsfw: bool, limit: int = 30) -> list[dict]:
+        filters = []
+        repo = BASE_MODEL_REPOS.get(base_model)
+        if repo:
+            relation = {"lora": "adapter:", "checkpoint": "finetune:"}.get(kind, "")
+            filters.append(f"base_model:{relation}{repo}")
+        if kind in ("lora", "controlnet", "diffusers") and not (kind == "lora" and repo):
+            filters.append(kind)
+        try:
+            found = list(self._api().list_models(search=query or None, filter=filters or None,
+                                                 sort=SORTS.get(sort, "downloads"), limit=limit, expand=EXPAND))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
+            raise self._explain(exc, "the search") from None
+        results = [self._result(m) for m in found]
+        return [r for r in results if nsfw or not r["nsfw"]]
+
+    def _result(self, info) -> dict:
+        tags = list(info.tags or [])
+        author, _, name = info.id.rpartition("/")
+        return {
+            "source": "hf", "id": info.id, "version_id": info.sha or "", "name": name or info.id,
+            "author": info.author or author, "downloads": int(info.downloads or 0), "rating": int(info.likes or 0),
+            "size": int(info.used_storage or 0), "base_model": _base_from_tags(tags, info.id),
+            "kind": _kind_from_tags(tags, info.library_name), "thumbnail": None, "nsfw": NSFW_TAG in tags,
+            "url": f"{self.endpoint}/{info.id}", "files": [],
+            "updated": info.last_modified.isoformat() if info.last_modified else "",
+        }
+
+    # -- planning a download --------------------------------------------------------------------
+
+    def plan(self, model_id: str, file: str = "") -> Plan:
+        """`model_id` is `org/name` or `org/name@revision`; `file` a path in the repo, or "" for the
+        whole repo (a diffusers folder)."""
+        repo_id, _, revision = model_id.strip().partition("@")
+        if repo_id.count("/") != 1:
+            raise HubError(f"{model_id!r} is not a Hugging Face model id (expected owner/name)")
+        try:
+            info = self._api().model_info(repo_id, revision=revision or None, files_metadata=True)
+        except Exception as exc:  # noqa: BLE001
+            raise self._explain(exc, repo_id) from None
+        tags = list(info.tags or [])
+        siblings = {s.rfilename: s for s in info.siblings or []}
+        plan = Plan("hf", repo_id, info.sha or revision or "main", repo_id, kind=_kind_from_tags(tags, info.library_name),
+                    base_model=_base_from_tags(tags, repo_id))
+        if file:
+            sibling = siblings.get(file.strip().lstrip("/"))
+            if sibling is None:
+                raise HubError(f"{repo_id} has no file {file!r}")
+            plan.files = [self._planned(sibling, WEIGHT_SUFFIXES)]
+            plan.title = f"{repo_id}/{sibling.rfilename}"
+            return plan
+        return self._plan_repo(plan, siblings)
+
+    def _plan_repo(self, plan: Plan, siblings: dict) -> Plan:
+        names = list(siblings)
+        weights = [n for n in names if n.lower().endswith(WEIGHT_SUFFIXES)]
+        if "model_index.json" not in names:
+            if len(weights) == 1:  # a repo holding one LoRA or checkpoint: just that file
+                plan.files = [self._planned(siblings[weights[0]], WEIGHT_SUFFIXES)]
+                plan.title = f"{plan.model_id}/{weights[0]}"
+                return plan
+            raise HubError(f"{plan.model_id} is not a diffusers pipeline (no model_index.json); pick one of its "
+                           f"files: {', '.join(weights[:8]) or 'it has no .safetensors or .gguf weights'}")
+        safe_folders = {n.rpartition("/")[0] for n in weights}
+        pickled = sorted({n.rpartition("/")[0] or "." for n in names if n.lower().endswith(PICKLE_SUFFIXES)
+                          and n.rpartition("/")[0] not in safe_folders})
+        if pickled:
+            raise UnsafeFile(f"{plan.model_id} has only pickle weights (.bin/.pt/.pth) in {', '.join(pickled)}; "
+                             "diffbox only loads .safetensors and .gguf. Look for a safetensors version of it.")
+        plan.whole_repo = True
+        plan.kind = "diffusers"
+        allowed = (*WEIGHT_SUFFIXES, *CONFIG_SUFFIXES)
+        for name in names:
+            if name.lower().endswith(allowed):
+                plan.files.append(self._planned(siblings[name], allowed))
+        return plan
+
+    @staticmethod
+    def _planned(sibling, allowed: tuple[str, ...]) -> PlannedFile:
+        path = safe_relative_path(sibling.rfilename, allowed)  # UnsafeFile for .ckpt, traversal, ...
+        lfs = sibling.lfs
+        return PlannedFile(path=path, size=int(sibling.size or (lfs.size if lfs else 0) or 0),
+                           sha256=(lfs.sha256 if lfs else "") or "",
+                           git_sha1="" if lfs else (sibling.blob_id or ""))
+
+    # -- downloading ----------------------------------------------------------------------------
+
+    def download(self, plan: Plan, planned: PlannedFile, local_dir: Path, progress_class: type) -> Path:
+        """One file of the plan into local_dir (hf_hub_download's own temp file + rename)."""
+        try:
+            path = hf_hub_download(plan.model_id, planned.path, revision=plan.revision, local_dir=local_dir,
+                                   endpoint=self.endpoint, token=self._token() or False, tqdm_class=progress_class)
+        except (HubError, Stopped):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._explain(exc, f"{plan.model_id}/{planned.path}") from None
+        return Path(os.fspath(path))

@@ -1,0 +1,77 @@
+"""The model hub's scriptable API (gradio_client), named as in DESIGN.md's contracts.
+
+    /models_search(query, source, kind, base_model) → list of result dicts
+    /download(source, model_id, file) → download id
+    /downloads() → list of {id, file, bytes_done, bytes_total, state, error, ...}
+    /library() → local models
+    /pin(source, model_id, pinned) → the pin
+    /cancel_download(download_id), /retry_download(download_id) → the download
+
+None of these touch the GPU, so they never wait behind a generation job.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import gradio as gr
+
+from diffbox.hub import HubError
+from diffbox.logs import redact
+from diffbox.services import Services
+
+LIGHT = {"concurrency_limit": None}
+
+
+@contextmanager
+def explained(title: str):
+    """HubError (a bad id, a missing token, a refused file) → a gr.Error whose text is the sentence."""
+    try:
+        yield
+    except HubError as exc:
+        raise gr.Error(redact(str(exc)), title=title) from None
+
+
+def register_hub_api(services: Services) -> None:
+    hub = services.hub
+
+    def models_search(query: str = "", source: str = "all", kind: str = "any", base_model: str = "any",
+                      sort: str = "downloads", nsfw: bool = False) -> list[dict]:
+        """Search Hugging Face and Civitai. source: all | hf | civitai. kind: any | lora | checkpoint |
+        diffusers | vae | controlnet. base_model: any | wan2.2-i2v | wan2.1 | qwen-image | qwen-edit.
+        sort: downloads | likes | newest | updated | trending. Results seen before answer offline (cached: true)."""
+        with explained("Search failed"):
+            return hub.search(query, source, kind, base_model, sort, bool(nsfw)).results
+
+    def download(source: str, model_id: str, file: str = "") -> str:
+        """Queue a download; returns its id. source: hf | civitai. model_id: `owner/name[@revision]` on Hugging
+        Face, `model[@version]` on Civitai. file: a file in the repo / version ("" = the whole diffusers repo, or
+        Civitai's primary file)."""
+        with explained("Cannot download"):
+            return hub.downloads.request(source, model_id, file or "")
+
+    def downloads() -> list[dict]:
+        """Every download, newest first: id, file, bytes_done, bytes_total, state, error, speed, eta_s, name."""
+        return hub.downloads.list()
+
+    def library() -> list[dict]:
+        """Every model under models/: name, kind, base_model, source, model_id, revision, files, sha256, pinned."""
+        return [m.to_dict() for m in hub.library.models()]
+
+    def pin(source: str, model_id: str, pinned: bool = True) -> dict:
+        """Pin (or unpin) a model; pinned models are what a config export lists."""
+        with explained("Cannot pin"):
+            return hub.pin(source, model_id, pinned)
+
+    def cancel_download(download_id: str) -> dict:
+        """Stop a download and delete its partial file."""
+        with explained("Cannot cancel"):
+            return hub.downloads.cancel(download_id)
+
+    def retry_download(download_id: str) -> dict:
+        """Queue a failed or cancelled download again (it resumes from its partial file)."""
+        with explained("Cannot retry"):
+            return hub.downloads.retry(download_id)
+
+    for fn in (models_search, download, downloads, library, pin, cancel_download, retry_download):
+        gr.api(fn, api_name=fn.__name__, **LIGHT)

@@ -1,0 +1,310 @@
+"""The Models tab: search Hugging Face and Civitai, follow downloads, manage the library and tokens.
+
+Everything here is a thin layer over services.hub (the same calls the /models_search, /download,
+/downloads, /library and /pin endpoints make); events are private and unqueued, so the tab stays
+responsive while a generation holds the GPU queue.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from urllib.parse import urlsplit
+
+import gradio as gr
+
+from diffbox.hub import HubError
+from diffbox.hub.library import BASE_MODELS, UNKNOWN
+from diffbox.hub.library import KINDS as KIND_NAMES
+from diffbox.logs import redact
+from diffbox.services import Services
+
+PRIVATE = {"api_visibility": "private", "queue": False}
+SOURCES = [("Both", "all"), ("Hugging Face", "hf"), ("Civitai", "civitai")]
+KINDS = [("Any kind", "any"), ("LoRA", "lora"), ("Checkpoint", "checkpoint"), ("Diffusers folder", "diffusers"),
+         ("VAE", "vae"), ("ControlNet", "controlnet")]
+BASES = [("Any base model", "any"), ("Wan 2.2 I2V A14B", "wan2.2-i2v"), ("Wan 2.1 / other Wan", "wan2.1"),
+         ("Qwen-Image", "qwen-image"), ("Qwen-Image-Edit", "qwen-edit")]
+SORTS = [("Most downloaded", "downloads"), ("Most liked", "likes"), ("Newest", "newest"), ("Trending", "trending")]
+DOWNLOAD_COLUMNS = ["id", "file", "source", "state", "progress", "size", "speed", "ETA", "error"]
+LIBRARY_COLUMNS = ["name", "kind", "base model", "source", "id", "revision", "size", "pinned", "sha256"]
+CSS = """
+.hub-card img {width: 100%; height: 150px; object-fit: cover; border-radius: 6px}
+.hub-card .hub-noimg {height: 150px; display: flex; align-items: center; justify-content: center;
+  background: var(--block-background-fill); border-radius: 6px; opacity: .6}
+.hub-card .hub-meta {font-size: .85em; opacity: .85}
+"""
+
+
+def human_size(n: float | None) -> str:
+    if not n:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def human_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def card_html(result: dict) -> str:
+    """One result card. Everything from the APIs is escaped: names and URLs come from strangers."""
+    e = lambda value: html.escape(str(value or ""))  # noqa: E731
+    thumb = result.get("thumbnail") or ""
+    image = (f'<img src="{e(thumb)}" alt="" loading="lazy" referrerpolicy="no-referrer">'
+             if urlsplit(thumb).scheme in ("http", "https") else '<div class="hub-noimg">no preview</div>')
+    link = result.get("url") if urlsplit(result.get("url") or "").scheme in ("http", "https") else ""
+    title = f'<a href="{e(link)}" target="_blank" rel="noopener">{e(result["name"])}</a>' if link else e(result["name"])
+    badges = " · ".join(x for x in [
+        "Hugging Face" if result["source"] == "hf" else "Civitai", e(result.get("kind")),
+        e(result.get("base_model_label") or result.get("base_model")),
+        "in library" if result.get("in_library") else "", "pinned" if result.get("pinned") else "",
+        "offline copy" if result.get("cached") else ""] if x)
+    return (f'<div class="hub-card">{image}<div><b>{title}</b></div>'
+            f'<div class="hub-meta">by {e(result.get("author"))} · ⬇ {int(result.get("downloads") or 0):,} · '
+            f'♥ {int(result.get("rating") or 0):,} · {human_size(result.get("size"))}</div>'
+            f'<div class="hub-meta">{badges}</div></div>')
+
+
+def download_rows(services: Services) -> list[list]:
+    rows = []
+    for d in services.hub.downloads.list():
+        total = d["bytes_total"] or 0
+        progress = f"{100 * d['bytes_done'] / total:.0f}%" if total else "—"
+        rows.append([d["id"], d["file"], d["source"], d["state"], progress,
+                     f"{human_size(d['bytes_done'])} / {human_size(total)}",
+                     f"{human_size(d['speed'])}/s" if d["speed"] else "—", human_eta(d["eta_s"]),
+                     redact(d["error"] or "")])
+    return rows
+
+
+def library_rows(services: Services) -> list[list]:
+    return [[m.name, m.kind, m.base_model, m.source, m.model_id if m.source != "local" else "", m.revision,
+             human_size(m.size), "yes" if m.pinned else "", (m.sha256 or "")[:12]]
+            for m in services.hub.library.models()]
+
+
+def _fail(title: str, exc: Exception):
+    raise gr.Error(redact(str(exc)), title=title) from None
+
+
+def build_models_tab(services: Services) -> None:
+    gr.HTML(f"<style>{CSS}</style>", visible=True)
+    with gr.Tabs():
+        with gr.Tab("Search", id="models-search"):
+            _search_panel(services)
+        with gr.Tab("Downloads", id="models-downloads"):
+            _downloads_panel(services)
+        with gr.Tab("Library", id="models-library"):
+            _library_panel(services)
+        with gr.Tab("Tokens", id="models-tokens"):
+            _tokens_panel(services)
+
+
+def _search_panel(services: Services) -> None:
+    hub = services.hub
+    with gr.Row():
+        query = gr.Textbox(label="Search", placeholder="e.g. camera motion, lightx2v, anime style",
+                           scale=4, elem_id="hub-query")
+        search = gr.Button("Search", variant="primary", scale=1, elem_id="hub-search")
+    with gr.Row():
+        source = gr.Radio(SOURCES, value="all", label="Source", elem_id="hub-source")
+        kind = gr.Dropdown(KINDS, value="any", label="Kind", elem_id="hub-kind")
+        base = gr.Dropdown(BASES, value="any", label="Base model", elem_id="hub-base")
+        sort = gr.Dropdown(SORTS, value="downloads", label="Sort", elem_id="hub-sort")
+        nsfw = gr.Checkbox(value=False, label="Show NSFW", elem_id="hub-nsfw")
+    status = gr.Markdown(elem_id="hub-search-status")
+    results = gr.State([])
+    cursors = gr.State({})
+    more = gr.Button("Load more", visible=False, elem_id="hub-more")
+
+    def run(q, s, k, b, o, n, previous=None, previous_cursors=None):
+        try:
+            page = hub.search(q, s, k, b, o, n, cursors=previous_cursors or None)
+        except HubError as exc:
+            _fail("Search failed", exc)
+        found = (previous or []) + page.results
+        notes = " ".join(page.notes)
+        line = f"{len(found)} result(s). " + (notes if notes else "")
+        return found, page.cursors, line.strip(), gr.update(visible=any(page.cursors.values()))
+
+    def run_more(q, s, k, b, o, n, previous, previous_cursors):
+        return run(q, s, k, b, o, n, previous, previous_cursors)
+
+    inputs = [query, source, kind, base, sort, nsfw]
+    outputs = [results, cursors, status, more]
+    search.click(run, inputs, outputs, api_name="ui_hub_search", **PRIVATE)
+    query.submit(run, inputs, outputs, api_name="ui_hub_search_enter", **PRIVATE)
+    more.click(run_more, [*inputs, results, cursors], outputs, api_name="ui_hub_more", **PRIVATE)
+
+    @gr.render(inputs=results)
+    def cards(found):
+        if not found:
+            gr.Markdown("Search to see models. With no network, results you saw before still show.")
+            return
+        with gr.Row(elem_id="hub-cards"):
+            for index, result in enumerate(found):
+                with gr.Column(variant="panel", min_width=260, key=f"card-{result['source']}-{result['id']}"):
+                    gr.HTML(card_html(result))
+                    names = [f["name"] for f in result.get("files") or [] if f.get("name")]
+                    if result["source"] == "civitai" and len(names) > 1:
+                        file_input = gr.Dropdown(names, value=names[0], label="File", show_label=False)
+                    elif result["source"] == "hf":
+                        file_input = gr.Textbox(placeholder="file in the repo (empty: whole repo or its only "
+                                                "weights file)", show_label=False, container=False)
+                    else:
+                        file_input = gr.Textbox(value="", visible=False)
+                    with gr.Row():
+                        fetch = gr.Button("Download", size="sm", variant="primary")
+                        pin = gr.Button("Unpin" if result.get("pinned") else "Pin", size="sm")
+
+                    def start(file, result=result):
+                        model_id = result["id"]
+                        if result["source"] == "civitai" and result.get("version_id"):
+                            model_id = f"{result['id']}@{result['version_id']}"  # the version shown on the card
+                        try:
+                            download_id = hub.downloads.request(result["source"], model_id, file or "")
+                        except HubError as exc:
+                            _fail("Cannot download", exc)
+                        gr.Info(f"Queued {result['name']}: follow it in Models → Downloads")
+                        return f"Queued **{html.escape(result['name'])}** (download `{download_id}`)."
+
+                    def toggle(found_now, index=index):
+                        result = dict(found_now[index])
+                        try:
+                            hub.pin(result["source"], result["id"], not result.get("pinned"))
+                        except HubError as exc:
+                            _fail("Cannot pin", exc)
+                        result["pinned"] = not result.get("pinned")
+                        return [*found_now[:index], result, *found_now[index + 1:]]
+
+                    fetch.click(start, file_input, status, api_visibility="private", queue=False)
+                    pin.click(toggle, results, results, api_visibility="private", queue=False)
+
+
+def _downloads_panel(services: Services) -> None:
+    hub = services.hub
+    table = gr.Dataframe(headers=DOWNLOAD_COLUMNS, value=lambda: download_rows(services), interactive=False,
+                         wrap=True, elem_id="hub-downloads")
+    with gr.Row():
+        selected = gr.Textbox(label="Selected download", interactive=False, scale=2, elem_id="hub-selected")
+        cancel = gr.Button("Cancel", variant="stop", scale=1, elem_id="hub-cancel")
+        retry = gr.Button("Retry", scale=1, elem_id="hub-retry")
+    with gr.Accordion("Download by id", open=False):
+        with gr.Row():
+            source = gr.Radio([("Hugging Face", "hf"), ("Civitai", "civitai")], value="hf", label="Source")
+            model_id = gr.Textbox(label="Model id", placeholder="Wan-AI/Wan2.2-I2V-A14B-Diffusers  or  827184@2514310")
+            file = gr.Textbox(label="File (optional)", placeholder="empty: whole diffusers repo / primary file")
+            start = gr.Button("Download", variant="primary")
+    message = gr.Markdown()
+    timer = gr.Timer(1.0)
+
+    def pick(event: gr.SelectData):
+        row = event.row_value or []
+        return row[0] if row else ""
+
+    def act(action, download_id):
+        if not download_id:
+            raise gr.Error("Select a download in the table first.", title="Nothing selected")
+        try:
+            record = getattr(hub.downloads, action)(download_id)
+        except HubError as exc:
+            _fail(f"Cannot {action}", exc)
+        return download_rows(services), f"`{download_id}` is now **{record['state']}**."
+
+    def request(src, mid, f):
+        try:
+            download_id = hub.downloads.request(src, mid, f)
+        except HubError as exc:
+            _fail("Cannot download", exc)
+        return download_rows(services), f"Queued download `{download_id}`."
+
+    timer.tick(lambda: download_rows(services), None, table, api_name="ui_hub_downloads_tick",
+               show_progress="hidden", **PRIVATE)
+    table.select(pick, None, selected, api_name="ui_hub_downloads_pick", **PRIVATE)
+    cancel.click(lambda i: act("cancel", i), selected, [table, message], api_name="ui_hub_cancel", **PRIVATE)
+    retry.click(lambda i: act("retry", i), selected, [table, message], api_name="ui_hub_retry", **PRIVATE)
+    start.click(request, [source, model_id, file], [table, message], api_name="ui_hub_download", **PRIVATE)
+
+
+def _library_panel(services: Services) -> None:
+    hub = services.hub
+    gr.Markdown("Every model under `models/` in your diffbox home, including files you copied in by hand. "
+                "A model's kind and base model decide which dropdown lists it; correct them when diffbox "
+                "guessed wrong (a LoRA in an unusual format, a base model it could not tell).")
+    table = gr.Dataframe(headers=LIBRARY_COLUMNS, value=lambda: library_rows(services), interactive=False,
+                         wrap=True, elem_id="hub-library")
+    with gr.Row():
+        name = gr.Textbox(label="Selected model", interactive=False, scale=2, elem_id="hub-library-selected")
+        kind = gr.Dropdown([k for k in KIND_NAMES if k != "diffusers"], label="Kind", scale=1)
+        base = gr.Dropdown([*BASE_MODELS, UNKNOWN], label="Base model", scale=1)
+        set_base = gr.Button("Save kind and base model", scale=1)
+        pin = gr.Button("Pin / unpin", scale=1)
+        rescan = gr.Button("Rescan models/", scale=1, elem_id="hub-rescan")
+    message = gr.Markdown()
+
+    def pick(event: gr.SelectData):
+        row = event.row_value or []
+        return (row[0], row[1], row[2]) if row else ("", None, None)
+
+    def classify(model_name, new_kind, base_model):
+        model = hub.library.get(model_name) if model_name else None
+        if model is None:
+            raise gr.Error("Select a model in the table first.", title="Nothing selected")
+        try:
+            if new_kind and new_kind != model.kind:
+                hub.library.set_kind(model_name, new_kind)
+            if base_model and base_model != model.base_model:
+                hub.library.set_base_model(model_name, base_model)
+        except (KeyError, ValueError) as exc:
+            _fail("Cannot change the model", exc)
+        model = hub.library.get(model_name)
+        return library_rows(services), f"`{model_name}` is a **{model.kind}** for **{model.base_model}**."
+
+    def toggle_pin(model_name):
+        model = hub.library.get(model_name) if model_name else None
+        if model is None:
+            raise gr.Error("Select a model in the table first.", title="Nothing selected")
+        hub.pin(model.source, model.model_id, not model.pinned)
+        return library_rows(services), f"`{model_name}` {'unpinned' if model.pinned else 'pinned'}."
+
+    def refresh():
+        hub.library.refresh()
+        return library_rows(services), "Rescanned."
+
+    table.select(pick, None, [name, kind, base], api_name="ui_hub_library_pick", **PRIVATE)
+    set_base.click(classify, [name, kind, base], [table, message], api_name="ui_hub_classify", **PRIVATE)
+    pin.click(toggle_pin, name, [table, message], api_name="ui_hub_library_pin", **PRIVATE)
+    rescan.click(refresh, None, [table, message], api_name="ui_hub_rescan", **PRIVATE)
+
+
+def _tokens_panel(services: Services) -> None:
+    tokens = services.hub.tokens
+    gr.Markdown("Tokens are saved in your diffbox home (`tokens.json`, readable only by you) and never shown "
+                "again or written to logs. A saved token takes precedence over `HF_TOKEN` / `CIVITAI_TOKEN`.")
+    for source, label, hint in (("hf", "Hugging Face", "hf_…  (huggingface.co → Settings → Access Tokens)"),
+                                ("civitai", "Civitai", "API key (civitai.com → Account settings → API keys)")):
+        status = gr.Markdown(lambda source=source, label=label: f"**{label} token:** {tokens.status(source)}",
+                             elem_id=f"hub-token-{source}-status")
+        with gr.Row():
+            box = gr.Textbox(type="password", label=f"{label} token", placeholder=hint, scale=3,
+                             elem_id=f"hub-token-{source}")
+            save = gr.Button("Save", scale=1)
+            clear = gr.Button("Clear", scale=1)
+
+        def store(value, source=source, label=label):
+            try:
+                tokens.set(source, value)
+            except ValueError as exc:
+                _fail("Token not saved", exc)
+            return "", f"**{label} token:** {tokens.status(source)}"
+
+        save.click(store, box, [box, status], api_name=f"ui_hub_token_{source}", **PRIVATE)
+        box.submit(store, box, [box, status], api_name=f"ui_hub_token_{source}_enter", **PRIVATE)
+        clear.click(lambda store=store: store(""), None, [box, status],
+                    api_name=f"ui_hub_token_{source}_clear", **PRIVATE)
