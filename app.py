@@ -26,18 +26,27 @@ def main(argv: list[str] | None = None) -> int:
     from diffbox.services import Services
     from diffbox.ui.app import CSS, build_app
 
-    if settings.config:
-        log.warning("--config/DIFFBOX_CONFIG is set, but config import is not built yet; ignoring %s",
-                    settings.config)
     services = Services.start(settings)
+    if settings.config:  # a bad or unreachable config is logged; the app starts anyway
+        from diffbox.portable import import_at_start
+        import_at_start(services, settings.config)
+    from diffbox.sharing import login_note, offline_note, resolve_auth
+    auth, generated_password = resolve_auth(settings)
+    if generated_password:
+        print(login_note(generated_password), flush=True)  # stdout only, once: never the log file
+    if settings.demo:  # tiny models only: see diffbox.demo.shrink_qwen_condition_area
+        from diffbox.demo import shrink_qwen_condition_area
+        shrink_qwen_condition_area()
     demo = build_app(services)
     fastapi_app, local_url, share_url = demo.launch(
         server_name=settings.host, server_port=settings.port, share=settings.share,
-        auth=settings.auth, prevent_thread_lock=True, allowed_paths=[str(settings.home)],
+        auth=auth, prevent_thread_lock=True, allowed_paths=[str(settings.home)],
         css=CSS, show_error=False, quiet=True,
     )
     fastapi_app.add_api_route("/health", services.health, methods=["GET"])
     log.info("serving on %s%s", local_url, f" and {share_url}" if share_url else "")
+    if settings.share and not share_url:
+        log.warning(offline_note(local_url))
     print(f"diffbox ready: {local_url}", flush=True)
     demo.block_thread()
     return 0

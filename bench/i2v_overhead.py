@@ -25,14 +25,17 @@ sys.path.insert(0, str(ROOT))
 PARAMS = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 4, "seed": 1, "prompt": "a square"}
 
 
-def timed(fn, runs: int) -> float:
-    fn()  # warm
-    samples = []
+def timed(fns: dict, runs: int) -> dict[str, float]:
+    """Median ms per call of each function, interleaved so that load from other processes hits all alike."""
+    for fn in fns.values():
+        fn()  # warm
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1000 for name, values in samples.items()}
 
 
 def main() -> int:
@@ -66,9 +69,6 @@ def main() -> int:
     def through_services():
         assert services.submit_i2v(PARAMS, str(image_path)).wait(300).status == "done"
 
-    bare_ms = timed(bare, args.runs)
-    services_ms = timed(through_services, args.runs)
-
     port = "7899"
     server = subprocess.Popen([sys.executable, "app.py", "--demo", "--home", str(home / "api-home"), "--port", port],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -84,13 +84,18 @@ def main() -> int:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        api_ms = timed(lambda: client.predict(PARAMS, handle_file(str(image_path)), None, api_name="/i2v"), args.runs)
+        def through_api():
+            client.predict(PARAMS, handle_file(str(image_path)), None, api_name="/i2v")
+
+        results = timed({"bare pipe + mp4": bare, "services (runner)": through_services, "HTTP API": through_api},
+                        args.runs)
     finally:
         server.terminate()
         server.wait(30)
 
+    bare_ms = results["bare pipe + mp4"]
     print(f"{'path':<22}{'ms/job':>10}{'overhead ms':>14}{'ratio':>8}")
-    for name, ms in (("bare pipe + mp4", bare_ms), ("services (runner)", services_ms), ("HTTP API", api_ms)):
+    for name, ms in results.items():
         print(f"{name:<22}{ms:>10.0f}{ms - bare_ms:>14.0f}{ms / bare_ms:>8.2f}")
     return 0
 

@@ -32,6 +32,11 @@ MARKER_NAME = "demo.json"
 # Keys are workflow parameter names; values are validated against each workflow's spec at start.
 DEMO_DEFAULTS: dict[str, dict] = {
     "i2v": {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 8, "model": "demo/wan22-i2v"},
+    # Any Wan LoRA pair stands in for the SVI 2.0 Pro pair (no real SVI files offline).
+    "svi": {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 4, "num_clips": 3,
+            "model": "demo/wan22-i2v", "svi_lora_high": "demo/loras/wan-lora-high.safetensors",
+            "svi_lora_low": "demo/loras/wan-lora-low.safetensors"},
+    "qwen_edit": {"width": 64, "height": 64, "num_inference_steps": 4, "model": "demo/qwen-image-edit"},
 }
 
 # Where each model lives under the demo root.
@@ -397,6 +402,28 @@ def ensure_demo_models(root: Path, *, on_built: Callable[[str, Path], None] | No
     if not missing:
         return paths
     return _build(root, missing, seed, on_built)
+
+
+QWEN_DEMO_CONDITION_AREA = 64 * 64
+
+
+def shrink_qwen_condition_area(area: int = QWEN_DEMO_CONDITION_AREA) -> None:
+    """Demo/test speed measure, for --demo only: Qwen edit pipelines condition on ~`area` pixels.
+
+    The edit pipelines resize every input to ~1 MP (hard-coded ``calculate_dimensions(1024 * 1024,
+    ...)`` / ``VAE_IMAGE_SIZE``), which takes seconds per image on a CPU even with the tiny models
+    (feasibility.md pitfall 6). Patches those module globals for the whole process, so it must
+    never run with real models: app.py calls it only when started with --demo.
+    """
+    from diffusers.pipelines.qwenimage import (pipeline_qwenimage_edit, pipeline_qwenimage_edit_inpaint,
+                                               pipeline_qwenimage_edit_plus)
+
+    for module in (pipeline_qwenimage_edit, pipeline_qwenimage_edit_inpaint, pipeline_qwenimage_edit_plus):
+        original = getattr(module, "_diffbox_calculate_dimensions", module.calculate_dimensions)
+        module._diffbox_calculate_dimensions = original
+        module.calculate_dimensions = lambda target_area, ratio, original=original: original(area, ratio)
+    pipeline_qwenimage_edit_plus.VAE_IMAGE_SIZE = area
+    pipeline_qwenimage_edit_plus.CONDITION_IMAGE_SIZE = area
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ gradio_client take exactly the same path: validate → resolve model → runner 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,14 @@ from diffbox.params import InvalidParams, ParamSpec
 from diffbox.settings import Settings
 from diffbox.store import QUEUED, RUNNING, JobHistory
 from diffbox.workflows import i2v
+from diffbox.workflows import svi
+from diffbox.workflows import qwen_edit
 
 log = logging.getLogger(__name__)
 
-WORKFLOW_SPECS: dict[str, ParamSpec] = {"i2v": i2v.SPEC}
-PIPELINE_CLASSES: dict[str, tuple[str, ...]] = {"i2v": i2v.PIPELINE_CLASSES}
+WORKFLOW_SPECS: dict[str, ParamSpec] = {"i2v": i2v.SPEC, "svi": svi.SPEC, "qwen_edit": qwen_edit.SPEC}
+PIPELINE_CLASSES: dict[str, tuple[str, ...]] = {"i2v": i2v.PIPELINE_CLASSES, "svi": svi.PIPELINE_CLASSES,
+                                                 "qwen_edit": qwen_edit.PIPELINE_CLASSES}
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Services:
     cache: ModelCache
     specs: dict[str, ParamSpec] = field(default_factory=lambda: dict(WORKFLOW_SPECS))
     hub: Any = None  # diffbox.hub.hub.ModelHub: library, downloads, tokens, search; started in start()
+    presets: Any = None  # diffbox.presets.PresetStore: the user's and the shipped presets
 
     @classmethod
     def start(cls, settings: Settings) -> "Services":
@@ -52,6 +57,10 @@ class Services:
             demo.ensure_demo_models(settings.demo_models_dir)
             services.specs = {name: spec.with_defaults(demo.DEMO_DEFAULTS.get(name, {}))
                               for name, spec in services.specs.items()}
+        from diffbox.portable import apply_user_defaults  # after the demo defaults: the user's config wins
+        from diffbox.presets import PresetStore
+        services.specs = apply_user_defaults(services.specs, settings.db_dir)
+        services.presets = PresetStore.open(settings.db_dir, services.specs)
         from diffbox.hub.hub import ModelHub  # imports huggingface_hub, which reads HF_HOME: after prepare_home
         services.hub = ModelHub.start(settings)  # scans models/ (demo models included), resumes downloads
         return services
@@ -119,6 +128,87 @@ class Services:
 
         return self.runner.submit("i2v", params, lambda ctx: self._on_gpu(ctx, model.path, params, attempt))
 
+    def submit_svi(self, values: dict | None, image: Any) -> Job:
+        """SVI 2.0 Pro: a chain of clips; each finished clip is an OutputEvent("clip") as it is written."""
+        return self._submit_svi(svi.prepare(values, image, spec=self.specs["svi"]))
+
+    def submit_svi_extend(self, job_id: str, values: dict | None) -> Job:
+        """Continues an earlier SVI job from its saved latents with new prompts (and settings)."""
+        record = self.history.get(str(job_id or "")) if job_id else None
+        if not record or record.get("workflow") != "svi":
+            raise InvalidParams({"job_id": f"no SVI job {job_id!r} in the history"})
+        outdir = self.settings.outputs_dir / record["id"]
+        return self._submit_svi(svi.prepare_extend(values, outdir, record["id"], record.get("params") or {},
+                                                   spec=self.specs["svi"]))
+
+    def _submit_svi(self, job_input) -> Job:
+        model = self.resolve_model("svi", job_input.params["model"])
+        params = {**job_input.params, "model": model.name}
+        if job_input.resume:
+            params["extends"] = job_input.resume.job_id
+        loras = self._svi_loras(params)
+
+        def attempt(ctx, loaded, job_params):
+            placement = {"placement": loaded.placement.mode, "weights": loaded.placement.weights}
+            clean = {k: v for k, v in job_params.items() if k != "extends"}
+            return svi.run(ctx, loaded.pipe, svi.SVIInput(clean, job_input.image, job_input.resume),
+                           model.name, loras, extra_metadata=placement)
+
+        return self.runner.submit("svi", params, lambda ctx: self._on_gpu(ctx, model.path, params, attempt))
+
+    def _svi_loras(self, params: dict) -> list[LoraRequest]:
+        """The SVI pair (each on its own expert), the distill LoRA, then the user's; errors name the field."""
+        named = [("svi_lora_high", {"weight_high": params["svi_weight_high"], "weight_low": 0.0}),
+                 ("svi_lora_low", {"weight_high": 0.0, "weight_low": params["svi_weight_low"]}),
+                 ("distill_lora", {"weight_high": params["distill_weight_high"],
+                                   "weight_low": params["distill_weight_low"]})]
+        loras = []
+        for field_name, weights in named:
+            if params[field_name]:
+                try:
+                    loras += self.resolve_loras(svi.BASE_MODEL, [{"name": params[field_name], **weights}])
+                except InvalidParams as exc:
+                    raise InvalidParams({field_name: exc.errors["loras"]}) from None
+        return loras + self.resolve_loras(svi.BASE_MODEL, params["loras"])
+
+    def qwen_controlnets(self) -> list[LocalModel]:
+        """The library's Qwen-Image ControlNets (they serve the edit model's generate mode too)."""
+        found = self.library.models() if self.hub else scan_models(self.settings.models_dir)
+        return [m for m in found if m.kind == "controlnet" and m.base_model in ("qwen-image", "qwen-edit")]
+
+    def submit_qwen_edit(self, values: dict | None, images: Any = None, mask: Any = None,
+                         control_image: Any = None) -> Job:
+        """Qwen-Image-Edit in generate / edit / inpaint mode (workflows/qwen_edit.py)."""
+        job_input = qwen_edit.prepare(values, images, mask, control_image, spec=self.specs["qwen_edit"])
+        model = self._qwen_model(job_input.params["mode"], job_input.params["model"])
+        loras = self.resolve_loras(qwen_edit.BASE_MODEL, [{"name": e["name"], "weight_high": e["weight"],
+                                                            "weight_low": 0.0} for e in job_input.params["loras"]])
+        controlnet_path = None
+        if job_input.params["controlnet"]:
+            available = {m.name: m for m in self.qwen_controlnets()}
+            if job_input.params["controlnet"] not in available:
+                raise InvalidParams({"controlnet": f"{job_input.params['controlnet']!r} is not in the library; "
+                                                   f"available: {', '.join(sorted(available)) or 'none'}"})
+            controlnet_path = Path(available[job_input.params["controlnet"]].path)
+        params = {**job_input.params, "model": model.name}
+
+        def attempt(ctx, loaded, job_params):
+            placement = {"placement": loaded.placement.mode, "weights": loaded.placement.weights}
+            return qwen_edit.run(ctx, loaded.pipe, dataclasses.replace(job_input, params=job_params), model.name,
+                                 loras, controlnet_path, extra_metadata=placement)
+
+        return self.runner.submit("qwen_edit", params, lambda ctx: self._on_gpu(ctx, model.path, params, attempt))
+
+    def _qwen_model(self, mode: str, name: str) -> LocalModel:
+        """Generate mode prefers a Qwen-Image text-to-image model (the one named, else the first) over
+        the edit model, which `model` usually names; every mode can fall back to the edit model."""
+        if mode == "generate":
+            found = self.library.models() if self.hub else scan_models(self.settings.models_dir)
+            text_to_image = [m for m in found if m.pipeline_class in qwen_edit.TEXT_TO_IMAGE_CLASSES]
+            if text_to_image:
+                return next((m for m in text_to_image if m.name == name), text_to_image[0])
+        return self.resolve_model("qwen_edit", name)
+
     def _on_gpu(self, ctx, path: Path, params: dict, attempt):
         """Loads (or reuses) the model and runs the attempt; on CUDA out-of-memory retries once, one
         placement more conservative with VAE tiling (the cache says which), else a clear error."""
@@ -126,7 +216,7 @@ class Services:
         loaded = self.cache.get(path, dtype=params["dtype"], weights=params["weights"],
                                 placement=params["placement"], log=ctx.note)
         try:
-            with self.cache.measure(loaded):
+            with self.cache.measure(loaded, log=ctx.note):
                 return attempt(ctx, loaded, params)
         except Exception as exc:
             if not is_out_of_memory(exc):
@@ -136,7 +226,7 @@ class Services:
             raise RuntimeError("out of GPU memory even with the most conservative placement: lower the "
                                "resolution or frame count, or choose fp8 weights")
         try:
-            with self.cache.measure(retry):
+            with self.cache.measure(retry, log=ctx.note):
                 return attempt(ctx, retry, {**params, "vae_tiling": True})
         except Exception as exc:
             if is_out_of_memory(exc):

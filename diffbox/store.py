@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 TMP_MARK = ".tmp-"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see either the old file or the new one, never a mix."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Writes `data` to `path` so that readers see either the old file or the new one, never a mix.
+
+    `mode` applies from the temp file's first byte (0o600 for secrets), minus the umask as usual.
+    """
     path = Path(path)
     tmp = path.with_name(f"{TMP_MARK}{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, "wb") as handle:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HF_SECRET = "hf_" + "Zx9" * 12
 CIVITAI_SECRET = "c1v17a1" + "9f" * 12
 PASSWORD_SECRET = "pw-" + "s3cr3t" * 3
+UNREACHABLE_CONFIG = "http://127.0.0.1:9/diffbox-config.json"
 SMALL = {"width": 32, "height": 32, "num_frames": 9, "seed": 11, "prompt": "a red square drifting"}
 
 
@@ -62,7 +64,8 @@ def app(tmp_path_factory, demo_models):
     (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
     (home / "db").mkdir()
     (home / "db" / "jobs.json").write_text('{"jobs": {"1": {"id": "trunc')
-    env = app_env(HF_TOKEN=HF_SECRET, CIVITAI_TOKEN=CIVITAI_SECRET)
+    # An unreachable --config must not stop the app (a log line says why).
+    env = app_env(HF_TOKEN=HF_SECRET, CIVITAI_TOKEN=CIVITAI_SECRET, DIFFBOX_CONFIG=UNREACHABLE_CONFIG)
     process, url, output = start_app(home, env=env)
     yield {"url": url, "home": home, "output": output}
     process.terminate()
@@ -197,3 +200,57 @@ def test_auth_protects_the_api(tmp_path, demo_models):
         process.terminate()
         process.wait(30)
     assert PASSWORD_SECRET not in output.read_text() + (home / "logs" / "diffbox.log").read_text()
+
+
+def test_an_unreachable_config_is_logged_and_the_app_serves(app):
+    lines = [json.loads(line) for line in (app["home"] / "logs" / "diffbox.log").read_text().splitlines()]
+    refused = [line["message"] for line in lines if "--config/DIFFBOX_CONFIG not applied" in line["message"]]
+    assert len(refused) == 1 and "cannot fetch http://127.0.0.1:9/diffbox-config.json" in refused[0]
+
+
+def test_config_export_and_import_over_the_api(client, tmp_path):
+    plain = json.loads(Path(client.predict(False, api_name="/config_export")).read_text())
+    assert plain["version"] == 1 and "tokens" not in plain and set(plain["defaults"]) >= {"i2v"}
+    with_tokens = Path(client.predict(True, api_name="/config_export")).read_text()
+    assert json.loads(with_tokens)["tokens"] == {"hf": HF_SECRET, "civitai": CIVITAI_SECRET}
+
+    refused = tmp_path / "refused.json"
+    refused.write_text(json.dumps({"version": 1, "presets": [{"workflow": "i2v", "name": "../up"}]}))
+    with pytest.raises(AppError, match=r"presets\[0\]\.name: must not contain /"):
+        client.predict(handle_file(str(refused)), api_name="/config_import")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"version": 1, "presets": [{"workflow": "i2v", "name": "API preset",
+                                                           "params": {"num_inference_steps": 3}}]}))
+    preview = client.predict(handle_file(str(good)), api_name="/config_preview")
+    assert preview["presets"]["added"] == ["i2v/API preset"] and not preview["applied"]
+    report = client.predict(handle_file(str(good)), api_name="/config_import")
+    assert report["applied"] and report["changes"] == 1
+    assert client.predict(handle_file(str(good)), api_name="/config_import")["changes"] == 0
+    presets = client.predict("i2v", api_name="/presets")
+    assert presets[0]["name"] == "API preset" and any(p.get("shipped") for p in presets)
+
+
+def test_share_without_auth_requires_a_generated_login_and_applies_config_at_start(tmp_path, demo_models):
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    config = tmp_path / "pod.json"
+    config.write_text(json.dumps({"version": 1, "defaults": {"i2v": {"num_inference_steps": 6}}}))
+    # No internet for the share tunnel, deterministically: every outgoing request meets a closed port.
+    offline = app_env(HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+                      NO_PROXY="127.0.0.1,localhost")
+    process, url, output = start_app(home, "--share", "--config", str(config), env=offline)
+    try:
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict(1, api_name="/history")
+        printed = output.read_text()
+        password = re.search(r"user 'diffbox', password '([^']+)'", printed).group(1)
+        authed = Client(url, auth=("diffbox", password), verbose=False)
+        specs = {p["name"]: p for p in authed.predict(api_name="/specs")["i2v"]}
+        assert specs["num_inference_steps"]["default"] == 6  # --config applied at start
+    finally:
+        process.terminate()
+        process.wait(30)
+    printed = output.read_text()
+    assert printed.count(password) == 1 and "could not create a Gradio share link" in printed
+    assert password not in (home / "logs" / "diffbox.log").read_text()

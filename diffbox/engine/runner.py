@@ -29,7 +29,12 @@ LOCK_POLL_S = 0.05
 
 
 class Cancelled(Exception):
-    """The user pressed Stop; the job ends at the step it was on."""
+    """The user pressed Stop; the job ends at the step it was on. A workflow that keeps what it had
+    finished (SVI's clips, stitched) raises it again with `result` set; that becomes the job's result."""
+
+    def __init__(self, result: "JobResult | None" = None):
+        super().__init__()
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -271,8 +276,8 @@ class JobRunner:
             ctx.progress("starting")
             result = work(ctx)
             outcome = FinishedEvent(DONE, result=result)
-        except Cancelled:
-            outcome = FinishedEvent(CANCELLED, result=JobResult(outputs=list(job.partial_outputs)),
+        except Cancelled as stop:
+            outcome = FinishedEvent(CANCELLED, result=stop.result or JobResult(outputs=list(job.partial_outputs)),
                                     error="stopped by the user")
         except Exception as exc:
             log.error("job %s (%s) failed:\n%s", job.id, job.workflow, traceback.format_exc())

@@ -32,6 +32,12 @@ def _original(pipe) -> dict:
     return getattr(pipe, _ORIGINAL)
 
 
+def share_originals(source, view) -> None:
+    """A pipeline built over `source`'s modules (from_pipe) keeps `source`'s idea of the model's own
+    scheduler and expert switch, not the settings the last job left on `source`."""
+    setattr(view, _ORIGINAL, _original(source))
+
+
 def model_defaults(pipe) -> dict:
     """What "model default" means for the nullable expert params, for metadata and the UI."""
     original = _original(pipe)

@@ -104,7 +104,7 @@ class ModelSearch:
                 cached = self._seen_locally(source, query, kind, base_model, nsfw)
             log.info("search on %s failed (%s); answering from the cache", source, exc)
             return ([dict(r, cached=True) for r in cached], None,
-                    f"{SOURCE_NAMES[source]} is unreachable ({exc}); showing {len(cached)} result(s) seen before")
+                    f"{SOURCE_NAMES[source]} is unreachable ({exc}); showing {len(cached)} result(s) seen before.")
         except HubError as exc:
             return [], None, f"{SOURCE_NAMES[source]} search failed: {exc}"
         self._remember(key, results, next_cursor)

@@ -11,10 +11,10 @@ import json
 import logging
 import os
 import threading
-import uuid
 from pathlib import Path
 
 from diffbox.logs import register_secrets
+from diffbox.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +23,6 @@ SOURCES = {"hf": "Hugging Face", "civitai": "Civitai"}
 
 class TokenError(ValueError):
     pass
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Atomic like store.atomic_write_bytes, but the temp file is 0600 from its first byte."""
-    tmp = path.with_name(f".tmp-{path.name}.{uuid.uuid4().hex[:8]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class TokenStore:
@@ -77,7 +62,7 @@ class TokenStore:
                 self._saved[source] = token
             else:
                 self._saved.pop(source, None)
-            write_private(self.path, json.dumps(self._saved).encode("utf-8"))
+            atomic_write_bytes(self.path, json.dumps(self._saved).encode("utf-8"), mode=0o600)
         log.info("%s token %s", SOURCES[source], "saved" if token else "cleared")
 
     def status(self, source: str) -> str:

@@ -7,10 +7,16 @@ import gradio as gr
 from diffbox import __version__
 from diffbox.services import Services
 from diffbox.ui.api import register_api
+from diffbox.ui.config_api import register_config_api
+from diffbox.ui.config_tab import build_config_tab
 from diffbox.ui.history_tab import build_history_tab
 from diffbox.ui.hub_api import register_hub_api
 from diffbox.ui.i2v_tab import build_i2v_tab
 from diffbox.ui.models_tab import build_models_tab
+from diffbox.ui.qwen_api import register_qwen_api
+from diffbox.ui.qwen_tab import build_qwen_tab
+from diffbox.ui.svi_api import register_svi_api
+from diffbox.ui.svi_tab import build_svi_tab
 
 CSS = """
 #diffbox-header {margin-bottom: 0.25rem}
@@ -18,11 +24,6 @@ CSS = """
 """
 
 COMING = {
-    "SVI 2.0 Pro": "Endless video as a chain of clips, streamed as each one finishes — not yet: it arrives "
-                   "with the SVI issue.",
-    "Qwen Image Edit": "Generate, edit and inpaint with a sketched mask — not yet: it arrives with the "
-                       "Qwen-Image-Edit issue.",
-    "Config": "Export and import your defaults, presets and pinned models — not yet.",
 }
 
 
@@ -39,6 +40,10 @@ def build_app(services: Services) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Image → Video", id="i2v"):
                 i2v_tab = build_i2v_tab(services)
+            with gr.Tab("SVI 2.0 Pro", id="svi"):
+                svi_tab = build_svi_tab(services)
+            with gr.Tab("Qwen Image Edit", id="qwen_edit"):
+                qwen_tab = build_qwen_tab(services)
             for title, text in COMING.items():
                 with gr.Tab(title):
                     gr.Markdown(text)
@@ -46,19 +51,41 @@ def build_app(services: Services) -> gr.Blocks:
                 build_models_tab(services)
             with gr.Tab("History", id="history"):
                 use_settings, selected_job = build_history_tab(services)
+            build_config_tab(services)
         register_api(services)
         register_hub_api(services)
+        register_svi_api(services)
+        register_qwen_api(services)
+        register_config_api(services)
         # Model lists are re-read on every page load, so models copied in while running show up.
         app.load(i2v_tab.refresh_choices, None, i2v_tab.refresh_outputs, api_name="ui_refresh_models",
                  api_visibility="private", queue=False)
+        app.load(svi_tab.refresh_choices, None, svi_tab.refresh_outputs, api_name="ui_refresh_svi_models",
+                 api_visibility="private", queue=False)
+        app.load(qwen_tab.refresh_choices, None, qwen_tab.refresh_outputs, api_name="ui_refresh_qwen_models",
+                 api_visibility="private", queue=False)
 
         def use_job_settings(record):
+            svi_skip = [gr.skip()] * len(svi_tab.fill_outputs)
+            if record and record.get("workflow") == "qwen_edit":  # refilled by use_qwen_settings below
+                return [gr.skip()] * (len(i2v_tab.fill_outputs) + 1) + svi_skip
+            if record and record.get("workflow") == "svi":  # refill the SVI form; Extend continues the job
+                return [*[gr.skip()] * len(i2v_tab.fill_outputs), *svi_tab.fill(record["params"], record["id"]),
+                        gr.Tabs(selected="svi")]
             if not record or record.get("workflow") != "i2v":
-                gr.Warning("Only image-to-video jobs can refill a form so far.")
-                return [gr.skip()] * (len(i2v_tab.fill_outputs) + 1)
-            return [*i2v_tab.fill(record["params"]), gr.Tabs(selected="i2v")]
+                gr.Warning("Only image-to-video, SVI and Qwen-Image-Edit jobs can refill a form so far.")
+                return [gr.skip()] * (len(i2v_tab.fill_outputs) + 1) + svi_skip
+            return [*i2v_tab.fill(record["params"]), *svi_skip, gr.Tabs(selected="i2v")]
 
-        use_settings.click(use_job_settings, selected_job, [*i2v_tab.fill_outputs, tabs],
+        use_settings.click(use_job_settings, selected_job, [*i2v_tab.fill_outputs, *svi_tab.fill_outputs, tabs],
                            api_name="ui_use_settings", api_visibility="private", queue=False)
+
+        def use_qwen_settings(record):
+            if not record or record.get("workflow") != "qwen_edit":
+                return [gr.skip()] * (len(qwen_tab.fill_outputs) + 1)
+            return [*qwen_tab.fill(record["params"]), gr.Tabs(selected="qwen_edit")]
+
+        use_settings.click(use_qwen_settings, selected_job, [*qwen_tab.fill_outputs, tabs],
+                           api_name="ui_use_qwen_settings", api_visibility="private", queue=False)
     app.queue(default_concurrency_limit=1)
     return app

@@ -24,7 +24,10 @@ def component_for(param: Param) -> gr.Component:
         return gr.Dropdown(choices=list(param.choices or ()), **common)
     if param.kind == "seed":
         return gr.Number(precision=0, minimum=-1, **common)
-    if param.kind in ("int", "float") and param.minimum is not None and param.maximum is not None:
+    # A nullable number ("empty = the model's value") cannot be a slider: a slider has no empty state and
+    # would silently send its minimum.
+    if param.kind in ("int", "float") and param.minimum is not None and param.maximum is not None \
+            and not param.nullable:
         step = param.step or (1 if param.kind == "int" else 0.01)
         return gr.Slider(minimum=param.minimum, maximum=param.maximum, step=step, **common)
     if param.kind in ("int", "float"):

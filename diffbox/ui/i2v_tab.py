@@ -11,6 +11,7 @@ from diffbox.services import Services
 from diffbox.ui.form import build_form, component_for, values_to_params
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
+from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import i2v
 from diffbox.workflows.outputs import read_metadata
 
@@ -73,6 +74,7 @@ def build_i2v_tab(services: Services) -> I2VTab:
             with gr.Accordion("Last frame (optional)", open=False):
                 end_image = gr.Image(label="End image", type="filepath", sources=["upload", "clipboard"],
                                      elem_id="i2v-end-image", height=220)
+            presets_slot = gr.Column()  # the presets bar goes here once the form exists
             fields = build_form(spec, custom={"model": model_dropdown, "width": width_with_presets,
                                               "loras": lora_rows})
         with gr.Column(scale=1):
@@ -92,6 +94,8 @@ def build_i2v_tab(services: Services) -> I2VTab:
 
     names = list(fields)
     tab = I2VTab(names, fields, holder["loras"], fields["model"], services)
+    with presets_slot:
+        build_presets_bar(services, "i2v", fields, tab.fill, tab.fill_outputs)
 
     async def ui_i2v(image_path, end_image_path, *values, progress=gr.Progress()):
         params = values_to_params(names, values)

@@ -20,8 +20,9 @@ class LoraRows:
         self.rows: list[tuple[gr.Dropdown, ...]] = []
         labels = {"weight_high": "High-noise weight", "weight_low": "Low-noise weight", "weight": "Weight"}
         with gr.Accordion("LoRAs", open=False, elem_id=f"{elem_prefix}-rows"):
-            gr.Markdown("Weights apply per Wan expert: high-noise (layout, motion) and low-noise (detail). "
-                        "0 leaves that expert untouched.")
+            if "weight_high" in experts:  # Wan's two experts; a one-transformer model has one weight
+                gr.Markdown("Weights apply per Wan expert: high-noise (layout, motion) and low-noise (detail). "
+                            "0 leaves that expert untouched.")
             for index in range(ROWS):
                 with gr.Row(equal_height=True):
                     name = gr.Dropdown([NONE, *choices()], value=NONE, label=f"LoRA {index + 1}", scale=3,

@@ -138,9 +138,11 @@ def _search_panel(services: Services) -> None:
 
     inputs = [query, source, kind, base, sort, nsfw]
     outputs = [results, cursors, status, more]
-    search.click(run, inputs, outputs, api_name="ui_hub_search", **PRIVATE)
-    query.submit(run, inputs, outputs, api_name="ui_hub_search_enter", **PRIVATE)
-    more.click(run_more, [*inputs, results, cursors], outputs, api_name="ui_hub_more", **PRIVATE)
+    # Queued (not queue=False) so the user sees a spinner: an unreachable hub takes a while to give up.
+    searching = {"api_visibility": "private", "concurrency_limit": None, "show_progress_on": [status]}
+    search.click(run, inputs, outputs, api_name="ui_hub_search", **searching)
+    query.submit(run, inputs, outputs, api_name="ui_hub_search_enter", **searching)
+    more.click(run_more, [*inputs, results, cursors], outputs, api_name="ui_hub_more", **searching)
 
     @gr.render(inputs=results)
     def cards(found):

@@ -63,6 +63,28 @@ def write_metadata(outdir: Path, metadata: dict) -> Path:
     return path
 
 
+def write_png(image, path: Path, metadata: dict | None = None) -> Path:
+    """Lossless PNG (never webp: it would smear masks and edits) with the metadata JSON as a
+    `diffbox` text chunk; written under a temp name and renamed."""
+    from PIL.PngImagePlugin import PngInfo
+
+    path = Path(path)
+    partial = path.with_name(f".partial-{path.name}")
+    info = PngInfo()
+    if metadata is not None:
+        info.add_text(META_KEY, json.dumps(metadata, separators=(",", ":"), ensure_ascii=True, default=str))
+    image.save(partial, format="PNG", pnginfo=info)
+    partial.replace(path)
+    return path
+
+
+def _png_text(path: Path) -> str | None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.text.get(META_KEY) if hasattr(image, "text") else None
+
+
 def _ffmetadata_comment(path: Path) -> str | None:
     result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
                             capture_output=True, text=True, timeout=30)
@@ -86,6 +108,10 @@ def read_metadata(path: str | Path) -> dict | None:
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) and "params" in data else None
+        if path.suffix.lower() == ".png":
+            text = _png_text(path)
+            data = json.loads(text) if text else None
             return data if isinstance(data, dict) and "params" in data else None
         if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
             comment = _ffmetadata_comment(path)

@@ -1,0 +1,333 @@
+"""A pod's state ↔ a config document: export it, show what an import would change, apply it.
+
+The state a config carries lives in four places: db/preferences.json (the user's defaults per
+workflow and UI preferences, written atomically), the preset store, the library's pins, and the
+token store. Import is validate-everything-first (a refused document applies nothing), then
+apply; applying the same document twice changes nothing the second time: values already equal
+are left alone, models already in the library or already downloading are not queued again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from diffbox import __version__
+from diffbox.config import CURRENT_VERSION, ConfigDoc, ConfigError, load, model_key
+from diffbox.hub import HubError
+from diffbox.store import atomic_write_bytes
+from diffbox.logs import register_secrets
+from diffbox.params import InvalidParams, ParamSpec
+from diffbox.store import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ACTIVE_DOWNLOADS = ("queued", "downloading", "verifying")
+KEEP_EXPORTS = 10
+
+
+# ---------------------------------------------------------------------------------------------
+# db/preferences.json: the user's defaults and UI preferences
+# ---------------------------------------------------------------------------------------------
+
+
+def preferences_path(db_dir: Path) -> Path:
+    return Path(db_dir) / "preferences.json"
+
+
+def read_preferences(db_dir: Path) -> dict:
+    """{"defaults": {workflow: {param: value}}, "ui": {...}}; an unreadable file is kept aside, not lost."""
+    path = preferences_path(db_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("defaults", {}), dict):
+            return {"defaults": data.get("defaults", {}), "ui": data.get("ui", {})}
+        raise ValueError("not an object")
+    except FileNotFoundError:
+        return {"defaults": {}, "ui": {}}
+    except (OSError, ValueError):
+        aside = path.with_name(f"preferences.corrupt-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        path.replace(aside)
+        log.warning("%s was unreadable; moved it aside to %s and started with no saved defaults", path, aside)
+        return {"defaults": {}, "ui": {}}
+
+
+def write_preferences(db_dir: Path, preferences: dict) -> None:
+    atomic_write_text(preferences_path(db_dir), json.dumps(preferences, indent=2, ensure_ascii=False))
+
+
+def apply_user_defaults(specs: dict[str, ParamSpec], db_dir: Path) -> dict[str, ParamSpec]:
+    """The specs with the user's saved defaults on top (called at start, after the demo defaults).
+
+    A saved default the spec no longer accepts (a parameter renamed, a range narrowed) is skipped
+    with a log line rather than stopping the app.
+    """
+    saved = read_preferences(db_dir)["defaults"]
+    result = dict(specs)
+    for workflow, values in saved.items():
+        if workflow not in result or not isinstance(values, dict):
+            continue
+        try:
+            result[workflow] = result[workflow].with_defaults(values)
+        except InvalidParams as exc:
+            log.warning("saved %s defaults skipped: %s", workflow, exc)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+
+def _pin_entry(pin: dict, library) -> dict | None:
+    """A library pin → a config model entry; local models cannot be fetched on another pod."""
+    if pin["source"] not in ("hf", "civitai"):
+        return None
+    local = [m for m in library.models() if (m.source, m.model_id) == (pin["source"], pin["model_id"])]
+    whole_repo = any(m.kind == "diffusers" or m.path.is_dir() for m in local)
+    files = [{"name": f.get("name", ""), "size": int(f.get("size") or 0), "sha256": f.get("sha256") or ""}
+             for f in pin.get("files") or [] if f.get("name")]
+    return {"source": pin["source"], "id": pin["model_id"], "revision": str(pin.get("revision") or ""),
+            "files": files, "whole_repo": whole_repo and pin["source"] == "hf"}
+
+
+def export_document(services, include_tokens: bool = False) -> dict:
+    preferences = read_preferences(services.settings.db_dir)
+    defaults = {w: dict(preferences["defaults"].get(w, {})) for w in sorted({*services.specs,
+                                                                             *preferences["defaults"]})}
+    presets = [{k: p[k] for k in ("workflow", "name", "description", "params", "models") if k in p}
+               for p in services.presets.user_presets()]
+    models = []
+    if services.library is not None:
+        models = [e for e in (_pin_entry(p, services.library) for p in services.library.pins()) if e]
+        models.sort(key=lambda m: (m["source"], m["id"]))
+    doc: dict[str, Any] = {"version": CURRENT_VERSION, "app": f"diffbox {__version__}",
+                           "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "defaults": defaults, "presets": presets, "models": models, "ui": preferences["ui"]}
+    if include_tokens and services.tokens is not None:
+        tokens = {s: services.tokens.get(s) for s in ("hf", "civitai")}
+        doc["tokens"] = {s: t for s, t in tokens.items() if t}
+    return doc
+
+
+def export_file(services, include_tokens: bool = False) -> Path:
+    """Writes the export under cache/exports/ (0600: it may hold tokens) and returns its path."""
+    folder = services.settings.cache_dir / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"diffbox-config-{time.strftime('%Y%m%d-%H%M%S')}{'-with-tokens' if include_tokens else ''}.json"
+    doc = export_document(services, include_tokens)
+    atomic_write_bytes(path, json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8"), mode=0o600)
+    for stale in sorted(folder.glob("diffbox-config-*.json"), key=lambda p: p.stat().st_mtime)[:-KEEP_EXPORTS]:
+        stale.unlink(missing_ok=True)  # the Config tab writes one per visit; old ones (maybe with tokens) go
+    log.info("config exported to %s (%d preset(s), %d model(s), tokens %s)", path, len(doc["presets"]),
+             len(doc["models"]), "included" if "tokens" in doc else "left out")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Import: what would change, then apply
+# ---------------------------------------------------------------------------------------------
+
+
+def _requests(model: dict) -> list[tuple[str, str, str]]:
+    """(source, model_id with @revision, file) for each download the entry needs."""
+    ref = f"{model['id']}@{model['revision']}" if model["revision"] else model["id"]
+    if model["whole_repo"] or not model["files"]:
+        return [(model["source"], ref, "")]
+    return [(model["source"], ref, f["name"]) for f in model["files"]]
+
+
+def _same_revision(model: dict, revision: str) -> bool:
+    """An HF branch name ("main") resolves to a commit: then any revision already here will do."""
+    wanted = model["revision"]
+    if not wanted or (model["source"] == "hf" and len(wanted) != 40):
+        return True
+    return str(revision) == wanted
+
+
+def _model_state(model: dict, library, downloads: list[dict]) -> str:
+    """"present", "downloading" or "download"."""
+    local = [m for m in library.models() if (m.source, m.model_id) == (model["source"], model["id"])
+             and _same_revision(model, m.revision)]
+    if local:
+        if model["whole_repo"] or not model["files"]:
+            return "present"
+        have = {Path(f.name).name for m in local for f in m.files} | {f.sha256 for m in local for f in m.files}
+        if all(Path(f["name"]).name in have or (f["sha256"] and f["sha256"] in have) for f in model["files"]):
+            return "present"
+    if model["files"] and all(f["sha256"] and library.find_sha256(f["sha256"]) for f in model["files"]):
+        return "present"
+    for d in downloads:
+        if d["state"] in ACTIVE_DOWNLOADS and (d["source"], d["model_id"]) == (model["source"], model["id"]) \
+                and _same_revision(model, d["revision"]):
+            return "downloading"
+    return "download"
+
+
+def _all_models(doc: ConfigDoc) -> list[dict]:
+    """The pinned models and those the presets need, once each."""
+    seen, models = set(), []
+    for model in [*doc.models, *(m for p in doc.presets for m in p["models"])]:
+        if model_key(model) not in seen:
+            seen.add(model_key(model))
+            models.append(model)
+    return models
+
+
+def _label(model: dict) -> str:
+    return f"{model['source']}:{model['id']}" + (f"@{model['revision'][:12]}" if model["revision"] else "")
+
+
+def plan_import(services, doc: ConfigDoc) -> dict:
+    """What applying `doc` would change: the diff shown before applying, and the report after."""
+    preferences = read_preferences(services.settings.db_dir)
+    defaults: dict[str, dict] = {}
+    for workflow, values in doc.defaults.items():
+        saved = preferences["defaults"].get(workflow, {})
+        spec = services.specs.get(workflow)
+        for name, value in values.items():
+            if name in saved and saved[name] == value:
+                continue
+            current = spec[name].default if spec is not None and name in spec else saved.get(name)
+            defaults.setdefault(workflow, {})[name] = {"from": current, "to": value}
+    presets: dict[str, list[str]] = {"added": [], "changed": [], "unchanged": []}
+    for preset in doc.presets:
+        mine = next((p for p in services.presets.user_presets(preset["workflow"])
+                     if p["name"].casefold() == preset["name"].casefold()), None)
+        same = mine is not None and all(mine.get(k, d) == preset.get(k, d) for k, d in
+                                        (("params", {}), ("models", []), ("description", ""), ("name", "")))
+        presets["unchanged" if same else "changed" if mine else "added"].append(f"{preset['workflow']}/{preset['name']}")
+    downloads = services.downloads.list() if services.downloads is not None else []
+    pinned = {(p["source"], p["model_id"]) for p in services.library.pins()} if services.library else set()
+    models: dict[str, list] = {"download": [], "present": [], "downloading": [], "pin": []}
+    download_bytes = 0
+    for model in _all_models(doc):
+        state = _model_state(model, services.library, downloads) if services.library else "download"
+        entry = {"model": _label(model), "files": [f["name"] for f in model["files"]] or ["(whole repo)"],
+                 "size": sum(f["size"] for f in model["files"])}
+        models[state].append(entry)
+        if state == "download":
+            download_bytes += entry["size"]
+    for model in doc.models:
+        if (model["source"], model["id"]) not in pinned:
+            models["pin"].append(_label(model))
+    ui = {k: {"from": preferences["ui"].get(k), "to": v} for k, v in doc.ui.items() if preferences["ui"].get(k) != v}
+    tokens = {}
+    for source, token in doc.tokens.items():
+        current = services.tokens.get(source) if services.tokens else None
+        if current != token:
+            tokens[source] = "replaced" if current else "set"
+    changes = (sum(len(v) for v in defaults.values()) + len(presets["added"]) + len(presets["changed"])
+               + len(models["download"]) + len(models["pin"]) + len(ui) + len(tokens))
+    return {"version": doc.version, "migrated_from": doc.migrated_from, "changes": changes,
+            "defaults": defaults, "presets": presets, "models": models, "download_bytes": download_bytes,
+            "ui": ui, "tokens": tokens, "notes": list(doc.notes), "applied": False, "download_ids": [],
+            "errors": []}
+
+
+def apply(services, doc: ConfigDoc) -> dict:
+    """Applies a validated document; returns plan_import()'s report with what was done."""
+    register_secrets(doc.tokens.values())
+    report = plan_import(services, doc)
+    db_dir = services.settings.db_dir
+    if report["defaults"] or report["ui"]:
+        preferences = read_preferences(db_dir)
+        for workflow, changed in report["defaults"].items():
+            values = {name: doc.defaults[workflow][name] for name in changed}
+            preferences["defaults"].setdefault(workflow, {}).update(values)
+            if workflow in services.specs:
+                services.specs[workflow] = services.specs[workflow].with_defaults(values)
+        preferences["ui"].update(doc.ui)
+        write_preferences(db_dir, preferences)
+    changed_presets = {*report["presets"]["added"], *report["presets"]["changed"]}
+    for preset in doc.presets:
+        if f"{preset['workflow']}/{preset['name']}" in changed_presets:
+            services.presets.save(preset)
+    for source, token in doc.tokens.items():
+        if source in report["tokens"]:
+            services.tokens.set(source, token)
+    if services.library is not None:
+        pins = set(report["models"]["pin"])
+        for model in doc.models:
+            if _label(model) in pins:
+                services.library.pin(model["source"], model["id"], True, revision=model["revision"],
+                                     files=model["files"])
+        wanted = {entry["model"] for entry in report["models"]["download"]}
+        for model in _all_models(doc):
+            if _label(model) not in wanted:
+                continue
+            for source, ref, file in _requests(model):
+                try:
+                    report["download_ids"].append(services.downloads.request(source, ref, file))
+                except HubError as exc:
+                    report["errors"].append(f"{_label(model)}{'/' + file if file else ''}: {exc}")
+    report["applied"] = True
+    log.info("config imported: %d change(s), %d download(s) queued, %d problem(s)", report["changes"],
+             len(report["download_ids"]), len(report["errors"]))
+    return report
+
+
+def read_document(services, data: bytes | str, where: str = "file") -> ConfigDoc:
+    """Parses and validates against the registered workflows (ConfigError on anything wrong)."""
+    return load(data, services.specs, where)
+
+
+def import_bytes(services, data: bytes | str, *, dry_run: bool = False, where: str = "file") -> dict:
+    doc = read_document(services, data, where)
+    return plan_import(services, doc) if dry_run else apply(services, doc)
+
+
+def summary(report: dict) -> str:
+    """The report as a few Markdown lines for the UI (never a token value)."""
+    lines = []
+    if report.get("migrated_from") is not None:
+        lines.append(f"- migrated from version {report['migrated_from']}")
+    for workflow, changed in report["defaults"].items():
+        shown = ", ".join(f"`{k}` {v['from']!r} → {v['to']!r}" for k, v in list(changed.items())[:12])
+        lines.append(f"- **{workflow} defaults**: {shown}" + (" …" if len(changed) > 12 else ""))
+    for what in ("added", "changed"):
+        if report["presets"][what]:
+            lines.append(f"- presets {what}: {', '.join(report['presets'][what])}")
+    models = report["models"]
+    if models["download"]:
+        lines.append(f"- **download** {len(models['download'])} model(s), "
+                     f"{report['download_bytes'] / 1e9:.2f} GB: "
+                     + ", ".join(m["model"] for m in models["download"]))
+    if models["downloading"]:
+        lines.append(f"- already downloading: {', '.join(m['model'] for m in models['downloading'])}")
+    if models["present"]:
+        lines.append(f"- already here: {', '.join(m['model'] for m in models['present'])}")
+    if models["pin"]:
+        lines.append(f"- pin: {', '.join(models['pin'])}")
+    for key, change in report["ui"].items():
+        lines.append(f"- UI `{key}`: {change['from']!r} → {change['to']!r}")
+    for source, what in report["tokens"].items():
+        lines.append(f"- {source} token will be {what}" if not report["applied"] else f"- {source} token {what}")
+    lines += [f"- note: {note}" for note in report["notes"]]
+    lines += [f"- **problem**: {error}" for error in report["errors"]]
+    head = ("Applied: " if report["applied"] else "This import would make ") + (
+        f"{report['changes']} change(s)." if report["changes"] else "no changes (already up to date).")
+    return "\n".join([head, *lines])
+
+
+__all__ = ["ConfigError", "apply", "apply_user_defaults", "export_document", "export_file", "import_bytes",
+           "plan_import", "read_document", "read_preferences", "summary", "write_preferences"]
+
+
+def import_at_start(services, source: str) -> dict | None:
+    """--config / DIFFBOX_CONFIG: a path or an http(s) URL. Never raises: the app must start anyway."""
+    from diffbox.config import read_source
+
+    try:
+        report = import_bytes(services, read_source(source), where="--config/DIFFBOX_CONFIG")
+    except ConfigError as exc:
+        log.error("config from --config/DIFFBOX_CONFIG not applied: %s", exc)
+        return None
+    except Exception as exc:  # noqa: BLE001 - a disk or hub failure must not stop the app from starting
+        log.exception("config from --config/DIFFBOX_CONFIG failed while applying: %s", exc)
+        return None
+    log.info("config from --config/DIFFBOX_CONFIG applied: %s", summary(report).replace("\n", " "))
+    return report

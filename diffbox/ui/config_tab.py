@@ -1,0 +1,114 @@
+"""The Config tab: download this pod's setup as one JSON file, or upload one and see what it changes first."""
+
+from __future__ import annotations
+
+import gradio as gr
+from gradio.context import Context
+
+from diffbox import portable
+from diffbox.config import ConfigDoc, ConfigError
+from diffbox.logs import redact
+from diffbox.services import Services
+from diffbox.ui.config_api import read_upload
+
+TOKEN_WARNING = ("⚠️ The file will hold your Hugging Face and Civitai tokens **in plain text**. "
+                 "Anyone with the file can use them: keep it private, and never share or commit it.")
+
+
+def _download_lines(services: Services, ids: list[str]) -> str:
+    if not ids or services.downloads is None:
+        return ""
+    lines = []
+    for download_id in ids:
+        try:
+            d = services.downloads.get(download_id)
+        except Exception:  # noqa: BLE001 - a download cleared meanwhile
+            continue
+        total = d["bytes_total"] or 0
+        share = f"{100 * d['bytes_done'] / total:.0f}%" if total else ""
+        lines.append(f"- `{d['title']}`: {d['state']} {share}"
+                     + (f" — {d['error']}" if d["error"] else ""))
+    return "**Downloads from this import**\n" + "\n".join(lines)
+
+
+def build_config_tab(services: Services) -> gr.Tab:
+    """Call it inside the app's gr.Tabs, after the other tabs (its start-tab choice lists them)."""
+    tabs = Context.block if isinstance(Context.block, gr.Tabs) else None
+    tab_ids = [t.id for t in (tabs.children if tabs else []) if isinstance(t, gr.Tab) and isinstance(t.id, str)]
+    with gr.Tab("Config", id="config") as tab:
+        gr.Markdown("Everything you set up here — your defaults, presets, pinned models and UI "
+                    "preferences — in one JSON file. Import it on a fresh pod and it all comes back; the "
+                    "pinned models download on their own. Importing the same file twice changes nothing.")
+        with gr.Row(equal_height=False):
+            with gr.Column():
+                gr.Markdown("### Export")
+                include_tokens = gr.Checkbox(False, label="Include tokens", elem_id="config-include-tokens")
+                warning = gr.Markdown(TOKEN_WARNING, visible=False, elem_id="config-token-warning")
+                download = gr.DownloadButton("Download config", variant="primary", elem_id="config-download",
+                                             value=lambda: str(portable.export_file(services, False)))
+            with gr.Column():
+                gr.Markdown("### Import")
+                upload = gr.UploadButton("Upload config", file_types=[".json"], file_count="single",
+                                         type="filepath", elem_id="config-upload")
+                preview = gr.Markdown(elem_id="config-preview")
+                apply_button = gr.Button("Apply this config", variant="primary", interactive=False,
+                                         elem_id="config-apply")
+                progress = gr.Markdown(elem_id="config-downloads")
+        start_tab = gr.Dropdown([*tab_ids, "config"], label="Open this tab when the page loads",
+                                value=portable.read_preferences(services.settings.db_dir)["ui"].get("start_tab"),
+                                visible=bool(tabs), elem_id="config-start-tab")
+        uploaded = gr.State(None)
+        download_ids = gr.State([])
+        timer = gr.Timer(2.0, active=False)
+
+    def export(include):
+        return gr.DownloadButton(value=str(portable.export_file(services, bool(include))))
+
+    def toggle(include):
+        return gr.Markdown(visible=bool(include)), export(include)
+
+    def on_upload(path):
+        try:
+            report = portable.import_bytes(services, read_upload(path), dry_run=True)
+        except ConfigError as exc:
+            return (f"**Refused — nothing will be applied.**\n\n{redact(str(exc))}", gr.Button(interactive=False),
+                    None)
+        return portable.summary(report), gr.Button(interactive=report["changes"] > 0), path
+
+    def on_apply(path):
+        if not path:
+            raise gr.Error("upload a config first", title="Nothing to apply")
+        try:
+            report = portable.import_bytes(services, read_upload(path))
+        except ConfigError as exc:
+            raise gr.Error(redact(str(exc)), title="Config refused") from None
+        ids = report["download_ids"]
+        return (portable.summary(report) + "\n\nReload the page to see new defaults in the forms.",
+                gr.Button(interactive=False), ids, _download_lines(services, ids), gr.Timer(active=bool(ids)))
+
+    def poll(ids):
+        text = _download_lines(services, ids)
+        running = services.downloads is not None and any(
+            services.downloads.get(i)["state"] in portable.ACTIVE_DOWNLOADS for i in ids)
+        return text, gr.Timer(active=running)
+
+    def save_start_tab(tab_id):
+        if tab_id:
+            portable.apply(services, ConfigDoc(ui={"start_tab": tab_id}))
+
+    def open_start_tab():
+        tab_id = portable.read_preferences(services.settings.db_dir)["ui"].get("start_tab")
+        return gr.Tabs(selected=tab_id) if tab_id in [*tab_ids, "config"] else gr.skip()
+
+    private = {"api_visibility": "private", "queue": False}
+    start_tab.input(save_start_tab, start_tab, None, api_name="ui_config_start_tab", **private)
+    if tabs is not None and Context.root_block is not None:
+        Context.root_block.load(open_start_tab, None, tabs, api_name="ui_open_start_tab", **private)
+    include_tokens.change(toggle, include_tokens, [warning, download], api_name="ui_config_tokens", **private)
+    # The file is rebuilt whenever the tab is opened, so it always holds the current state.
+    tab.select(export, include_tokens, download, api_name="ui_config_export", **private)
+    upload.upload(on_upload, upload, [preview, apply_button, uploaded], api_name="ui_config_preview", **private)
+    apply_button.click(on_apply, uploaded, [preview, apply_button, download_ids, progress, timer],
+                       api_name="ui_config_apply", **private)
+    timer.tick(poll, download_ids, [progress, timer], api_name="ui_config_poll", **private)
+    return tab

@@ -1,0 +1,258 @@
+"""The Qwen-Image-Edit tab: references in order, a sketched (or uploaded) mask, results in a gallery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
+from diffbox.services import Services
+from diffbox.ui.form import build_form, component_for, values_to_params
+from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
+from diffbox.ui.lora_rows import LoraRows
+from diffbox.workflows import qwen_edit
+from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
+from diffbox.workflows.outputs import read_metadata
+
+CUSTOM_SIZE = "custom"
+NO_CONTROLNET = ""
+
+
+@dataclass
+class QwenTab:
+    """What other tabs need: the form (to refill it from a history entry) and the model refresh."""
+    names: list[str]
+    fields: dict
+    loras: LoraRows
+    services: Services
+
+    @property
+    def fill_outputs(self) -> list:
+        plain = [component for name, component in self.fields.items() if name != "loras"]
+        return [*plain, *self.loras.components, self.loras.state]
+
+    def fill(self, params: dict | None) -> list:
+        """Updates that put saved params into the form; unknown or missing keys keep the form's value."""
+        params = params or {}
+        updates = [params.get(name, gr.skip()) for name in self.names if name != "loras"]
+        return updates + self.loras.from_list(params.get("loras", []))
+
+    def refresh_choices(self) -> list:
+        return [gr.Dropdown(choices=self._models()), gr.Dropdown(choices=self._controlnets()),
+                *self.loras.refresh()]
+
+    @property
+    def refresh_outputs(self) -> list:
+        return [self.fields["model"], self.fields["controlnet"], *(row[0] for row in self.loras.rows)]
+
+    def _models(self) -> list[str]:
+        return [m.name for m in self.services.models("qwen_edit")]
+
+    def _controlnets(self) -> list[str]:
+        return [NO_CONTROLNET, *(m.name for m in self.services.qwen_controlnets())]
+
+
+def _paths(gallery) -> list[str]:
+    """Gallery values arrive as (path, caption) pairs, dicts or bare paths depending on the route."""
+    paths = []
+    for item in gallery or []:
+        if isinstance(item, (list, tuple)):
+            item = item[0]
+        if isinstance(item, dict):
+            item = (item.get("image") or {}).get("path") if isinstance(item.get("image"), dict) else item.get("path")
+        if item:
+            paths.append(str(item))
+    return paths
+
+
+def _editor_over(path: str | None):
+    return {"background": path, "layers": [], "composite": path} if path else None
+
+
+def build_qwen_tab(services: Services) -> QwenTab:
+    spec = services.specs["qwen_edit"]
+    probe = QwenTab([], {}, None, services)  # only for the model lists
+    presets = dict(qwen_edit.RESOLUTION_PRESETS)
+    holder: dict = {}
+
+    def model_dropdown(param):
+        names = probe._models()
+        value = param.default if param.default in names else (names[0] if names else None)
+        return gr.Dropdown(choices=names, value=value, label="Model", info=param.help, elem_id="qwen-model")
+
+    def controlnet_dropdown(param):
+        return gr.Dropdown(choices=probe._controlnets(), value=NO_CONTROLNET, label="ControlNet", info=param.help,
+                           elem_id="qwen-controlnet")
+
+    def width_with_presets(param):
+        current = (param.default, spec["height"].default)
+        label = next((k for k, v in presets.items() if v == current), CUSTOM_SIZE)
+        holder["preset"] = gr.Dropdown([*presets, CUSTOM_SIZE], value=label, label="Size",
+                                       info="~1 MP sizes for common aspect ratios, or custom.",
+                                       elem_id="qwen-size-preset")
+        return component_for(param)
+
+    def lora_rows(param):
+        holder["loras"] = LoraRows(lambda: [l.name for l in services.loras(qwen_edit.BASE_MODEL)],
+                                   experts=("weight",), elem_prefix="qwen-lora")
+        return holder["loras"].state
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            references = gr.Gallery(label="Reference images, in order (picture 1, 2, …)", type="filepath",
+                                    interactive=True, columns=4, height=220, format="png", elem_id="qwen-images")
+            selected_ref = gr.State(None)
+            with gr.Row():
+                remove_ref = gr.Button("Remove selected", size="sm", elem_id="qwen-remove-image")
+                clear_refs = gr.Button("Remove all", size="sm", elem_id="qwen-clear-images")
+            with gr.Accordion("Mask (inpaint mode): paint the area to repaint", open=False, elem_id="qwen-mask"):
+                editor = gr.ImageEditor(label="Paint over the first image (white = repaint)", type="pil",
+                                        image_mode="RGBA", sources=(), elem_id="qwen-mask-editor", height=360,
+                                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                                        eraser=gr.Eraser(), layers=gr.LayerOptions(allow_additional_layers=True),
+                                        format="png")
+                with gr.Row():
+                    invert = component_for(spec["mask_invert"])
+                    feather = component_for(spec["mask_feather"])
+                with gr.Row():
+                    clear_mask = gr.Button("Clear mask", size="sm", elem_id="qwen-clear-mask")
+                mask_file = gr.File(label="…or upload a mask file (white = repaint)", file_types=["image"],
+                                    type="filepath", elem_id="qwen-mask-file", height=90)
+                mask_preview = gr.Image(label="Mask as it will be used", format="png", interactive=False,
+                                        height=160, elem_id="qwen-mask-preview")
+            with gr.Accordion("Control image (generate mode with a ControlNet)", open=False):
+                control_image = gr.Image(label="Control image", type="filepath", sources=["upload", "clipboard"],
+                                         elem_id="qwen-control-image", height=200)
+            fields = build_form(spec, custom={
+                "model": model_dropdown, "controlnet": controlnet_dropdown, "width": width_with_presets,
+                "loras": lora_rows, "mask_invert": lambda p: invert, "mask_feather": lambda p: feather})
+        with gr.Column(scale=1):
+            results = gr.Gallery(label="Results", format="png", columns=2, height=420, elem_id="qwen-results",
+                                 interactive=False)
+            selected_result = gr.State(None)
+            status = gr.Markdown(elem_id="qwen-status")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="qwen-generate")
+                stop = gr.Button("Stop", variant="stop", elem_id="qwen-stop")
+            send = gr.Button("Use selected result as the input (chain edits)", elem_id="qwen-send-to-input")
+            with gr.Accordion("Metadata", open=False):
+                metadata = gr.JSON(label="Saved with the images", elem_id="qwen-metadata")
+            settings_file = gr.File(label="Drop a diffbox PNG or meta.json to reuse its settings",
+                                    file_types=[".png", ".json"], type="filepath", elem_id="qwen-settings-file",
+                                    height=100)
+
+    names = list(fields)
+    tab = QwenTab(names, fields, holder["loras"], services)
+
+    def chosen_mask(editor_value, file_path, size=None):
+        painted = editor_to_mask(editor_value, size)
+        if painted is not None:
+            return editor_value
+        return file_path or None
+
+    async def ui_qwen_edit(gallery, editor_value, file_path, control_path, *values, progress=gr.Progress()):
+        params = values_to_params(names, values)
+        mask = chosen_mask(editor_value, file_path) if params.get("mode") == "inpaint" else None
+        job = submit_or_explain(lambda: services.submit_qwen_edit(params, _paths(gallery), mask, control_path))
+        notes: list[str] = []
+        yield gr.skip(), f"Job `{job.id}` waiting for the GPU…", gr.skip()
+        async for event in follow(job, progress):
+            if isinstance(event, OutputEvent) and event.kind == "note":
+                notes.append(event.data)
+                yield gr.skip(), _status(job.id, "", notes), gr.skip()
+            elif isinstance(event, ProgressEvent) and event.step is None:
+                yield gr.skip(), _status(job.id, event.text, notes), gr.skip()
+            elif isinstance(event, FinishedEvent):
+                raise_if_failed(event)
+                result = event.result
+                yield (result.outputs if result else gr.skip()), _status(job.id, status_line(event), notes), \
+                    (result.metadata if result else None)
+
+    def preview_mask(editor_value, file_path, invert_value, feather_value):
+        """What the job will use: the sketch if anything is painted, else the uploaded file."""
+        try:
+            mask = editor_to_mask(editor_value)
+            if mask is None and file_path:
+                background = (editor_value or {}).get("background")
+                size = background.size if background is not None else None
+                mask = load_mask(file_path, size) if size else load_mask(file_path, _size_of(file_path))
+            if mask is None:
+                return None
+            return finish_mask(mask, bool(invert_value), int(feather_value or 0))
+        except ValueError as exc:
+            gr.Warning(str(exc))
+            return None
+
+    def references_changed(gallery):
+        paths = _paths(gallery)
+        return _editor_over(paths[0] if paths else None), None
+
+    def remove_selected(gallery, index):
+        paths = _paths(gallery)
+        if index is not None and 0 <= index < len(paths):
+            paths.pop(index)
+        return paths, None
+
+    def send_to_input(gallery, index):
+        paths = _paths(gallery)
+        if not paths:
+            gr.Warning("No result yet.")
+            return gr.skip()
+        return [paths[index if index is not None and 0 <= index < len(paths) else 0]]
+
+    def remember(evt: gr.SelectData):
+        return evt.index
+
+    def size_preset(label):
+        if label in presets:
+            return presets[label]
+        return gr.skip(), gr.skip()
+
+    def settings_from_file(path):
+        if not path:
+            return [gr.skip()] * len(tab.fill_outputs)
+        saved = read_metadata(path)
+        if not saved or saved.get("workflow") != "qwen_edit":
+            gr.Warning("That file holds no diffbox Qwen-Image-Edit settings.")
+            return [gr.skip()] * len(tab.fill_outputs)
+        gr.Info("Settings loaded from the file.")
+        return tab.fill(saved["params"])
+
+    private = {"api_visibility": "private", "queue": False}
+    run_event = generate.click(
+        ui_qwen_edit, [references, editor, mask_file, control_image, *fields.values()], [results, status, metadata],
+        api_name="ui_qwen_edit", api_visibility="private", concurrency_id="gpu", concurrency_limit=1,
+        show_progress_on=[results],
+    )
+    stop.click(None, None, None, cancels=[run_event], api_name="ui_qwen_edit_stop", api_visibility="private")
+    references.change(references_changed, references, [editor, selected_ref], api_name="ui_qwen_refs", **private)
+    references.select(remember, None, selected_ref, api_name="ui_qwen_ref_select", **private)
+    remove_ref.click(remove_selected, [references, selected_ref], [references, selected_ref],
+                     api_name="ui_qwen_remove_ref", **private)
+    clear_refs.click(lambda: ([], None), None, [references, selected_ref], api_name="ui_qwen_clear_refs", **private)
+    mask_inputs = [editor, mask_file, invert, feather]
+    gr.on([editor.change, mask_file.change, invert.change, feather.change], preview_mask, mask_inputs, mask_preview,
+          api_name="ui_qwen_mask_preview", show_progress="hidden", **private)
+    clear_mask.click(lambda gallery: (_editor_over((_paths(gallery) or [None])[0]), None), references,
+                     [editor, mask_file], api_name="ui_qwen_clear_mask", **private)
+    results.select(remember, None, selected_result, api_name="ui_qwen_result_select", **private)
+    send.click(send_to_input, [results, selected_result], references, api_name="ui_qwen_send", **private)
+    holder["preset"].change(size_preset, holder["preset"], [fields["width"], fields["height"]],
+                            api_name="ui_qwen_size", **private)
+    settings_file.upload(settings_from_file, settings_file, tab.fill_outputs, api_name="ui_qwen_settings_file",
+                         **private)
+    return tab
+
+
+def _size_of(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+def _status(job_id: str, text: str, notes: list[str]) -> str:
+    lines = [f"Job `{job_id}`: {text}" if text else f"Job `{job_id}`"]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines)

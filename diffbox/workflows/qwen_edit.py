@@ -1,0 +1,330 @@
+"""Qwen-Image-Edit: generate from text, edit with 1..N reference images, or inpaint a masked area.
+
+One loaded model serves every mode (engine/qwen_pipes.py builds the other pipeline classes over
+the same components):
+- generate: QwenImagePipeline (QwenImageControlNetPipeline with a ControlNet);
+- edit: QwenImageEditPipeline for one reference, QwenImageEditPlusPipeline for several (the
+  2509-style multi-image model; order matters: the prompt can say "picture 2");
+- inpaint: QwenImageEditInpaintPipeline over the first image, white mask = repaint. The original
+  pixels are composited back outside the (feathered) mask, so untouched areas stay pixel-exact.
+
+The edit pipelines condition at a fixed ~1 MP whatever the input (feasibility.md pitfall 6), and
+inpaint ignores height/width; outputs are resized to the asked size afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from diffbox import __version__
+from diffbox.engine import qwen_pipes, tuning
+from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
+from diffbox.engine.runner import JobContext, JobResult
+from diffbox.params import InvalidParams, Param, ParamSpec
+from diffbox.workflows.images import file_path, load_image
+from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
+from diffbox.workflows.masks import composite as composite_original
+from diffbox.workflows.outputs import write_metadata, write_png
+
+EDIT_CLASSES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline", "QwenImageEditInpaintPipeline")
+TEXT_TO_IMAGE_CLASSES = ("QwenImagePipeline",)
+PIPELINE_CLASSES = EDIT_CLASSES
+BASE_MODEL = "qwen-edit"
+MODES = ("generate", "edit", "inpaint")
+MAX_REFERENCES = 6
+# Qwen works at ~1 MP; bigger inputs only cost time and memory, so they are scaled down (with a note).
+MAX_SIDE = 2048
+
+# ~1 MP sizes (multiples of 16) for the common aspect ratios, as width × height.
+RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
+    "1024×1024 square": (1024, 1024),
+    "1152×864 landscape 4:3": (1152, 864),
+    "864×1152 portrait 3:4": (864, 1152),
+    "1248×832 landscape 3:2": (1248, 832),
+    "832×1248 portrait 2:3": (832, 1248),
+    "1344×768 landscape 16:9": (1344, 768),
+    "768×1344 portrait 9:16": (768, 1344),
+}
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+WEIGHTS = ("auto", "native", "fp8", "int8")
+PLACEMENTS = ("auto", "gpu", "model_offload", "group_offload", "sequential_offload")
+
+
+def clean_lora(value: Any) -> dict:
+    """One LoRA entry: {"name", "weight"}; a bare name means weight 1 (Qwen has one transformer)."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"].strip():
+        raise ValueError('must look like {"name": "...", "weight": 1.0}')
+    unknown = set(value) - {"name", "weight"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    weight = value.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not -4.0 <= weight <= 4.0:
+        raise ValueError(f"weight must be a number between -4 and 4, got {weight!r}")
+    return {"name": value["name"].strip(), "weight": float(weight)}
+
+
+def _guidance_window(values: dict) -> dict:
+    if values["control_guidance_start"] >= values["control_guidance_end"]:
+        return {"control_guidance_end": "must be greater than control_guidance_start"}
+    return {}
+
+
+SPEC = ParamSpec("qwen_edit", (
+    Param("prompt", "text", "", "What to make, or how to change the reference images.", label="Prompt"),
+    Param("mode", "choice", "edit", "generate: text to image · edit: change or combine the reference images · "
+          "inpaint: repaint only the masked area of the first image.", choices=MODES),
+    Param("seed", "seed", -1, "-1 picks a random seed; the seed actually used is saved with the images."),
+    Param("width", "int", 1024, "Output width in pixels (multiple of 16).", minimum=16, maximum=MAX_SIDE,
+          step=16, multiple_of=16),
+    Param("height", "int", 1024, "Output height in pixels (multiple of 16).", minimum=16, maximum=MAX_SIDE,
+          step=16, multiple_of=16),
+    Param("match_input_size", "bool", False, "Output at the first reference image's size instead of "
+          "width × height."),
+    Param("model", "str", "", "Qwen-Image-Edit model from the local library; empty = the first one found. "
+          "Generate mode prefers a Qwen-Image text-to-image model when the library has one."),
+    Param("loras", "list", [], "LoRAs from the library, each with a weight.", item=clean_lora, max_items=8),
+    Param("num_inference_steps", "int", 30, "Denoising steps.", tier="advanced", minimum=1, maximum=200),
+    Param("true_cfg_scale", "float", 4.0, "Prompt strength (classifier-free guidance; needs a negative "
+          "prompt, so an empty one is sent as a single space, as the model card does).", tier="advanced",
+          minimum=1.0, maximum=20.0, step=0.1),
+    Param("negative_prompt", "text", "", "What to steer away from.", tier="advanced"),
+    Param("strength", "float", 0.8, "Inpaint: how much of the masked area is redrawn (1 = from scratch).",
+          tier="advanced", minimum=0.01, maximum=1.0, step=0.01),
+    Param("num_images", "int", 1, "Images per run (same prompt, different noise).", tier="advanced",
+          minimum=1, maximum=4),
+    Param("mask_invert", "bool", False, "Inpaint: repaint everything except the painted area.",
+          tier="advanced"),
+    Param("mask_feather", "int", 0, "Inpaint: soften the mask edge by this many pixels.", tier="advanced",
+          minimum=0, maximum=64),
+    Param("keep_unmasked", "bool", True, "Inpaint: paste the original pixels back outside the mask, so "
+          "untouched areas stay exact instead of passing through the VAE.", tier="advanced"),
+    Param("controlnet", "str", "", "Generate mode: a Qwen-Image ControlNet from the library (empty = none); "
+          "needs a control image.", tier="advanced"),
+    Param("controlnet_conditioning_scale", "float", 1.0, "How strongly the control image steers.",
+          tier="advanced", minimum=0.0, maximum=2.0, step=0.05),
+    Param("control_guidance_start", "float", 0.0, "Fraction of the steps after which the ControlNet starts.",
+          tier="advanced", minimum=0.0, maximum=1.0, step=0.01),
+    Param("control_guidance_end", "float", 1.0, "Fraction of the steps after which the ControlNet stops.",
+          tier="advanced", minimum=0.0, maximum=1.0, step=0.01),
+    Param("vae_tiling", "bool", False, "Decode in tiles: less VRAM for large images, slightly slower.",
+          tier="expert"),
+    Param("step_cache", "choice", "off", "Skip transformer work on steps that barely change "
+          "(First-Block Cache): faster, slightly softer.", tier="expert", choices=tuning.STEP_CACHES),
+    Param("step_cache_threshold", "float", 0.05, "First-Block Cache threshold: higher skips more.",
+          tier="expert", minimum=0.0, maximum=1.0, step=0.01),
+    Param("attention_backend", "choice", "native", "Attention kernel (native = PyTorch SDPA; others need "
+          "their package installed).", tier="expert", choices=tuning.ATTENTION_BACKENDS),
+    Param("dtype", "choice", "auto", "Compute dtype; auto = bfloat16 on GPU, float32 on CPU.", tier="expert",
+          choices=DTYPES),
+    Param("weights", "choice", "auto", "Weight storage; auto picks fp8/int8 only when the model would not "
+          "fit otherwise.", tier="expert", choices=WEIGHTS),
+    Param("placement", "choice", "auto", "Where the model lives; auto picks the fastest that fits in VRAM.",
+          tier="expert", choices=PLACEMENTS),
+), checks=(_guidance_window,))
+
+
+@dataclass(frozen=True)
+class QwenEditInput:
+    params: dict[str, Any]
+    images: list[Image.Image]              # references, in order (inpaint: the one image, at out_size)
+    mask: Image.Image | None               # inpaint: hard mask (255 = repaint) at out_size
+    soft_mask: Image.Image | None          # the same, feathered: what the composite uses
+    control_image: Image.Image | None
+    out_size: tuple[int, int]              # (width, height) of the saved images
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gen_size(self) -> tuple[int, int]:
+        return latent_grid(self.out_size)
+
+
+def latent_grid(size: tuple[int, int]) -> tuple[int, int]:
+    """What the pipeline is asked for: a size rounded down to 16 (8× VAE, 2× patches)."""
+    return max(16, size[0] - size[0] % 16), max(16, size[1] - size[1] % 16)
+
+
+def load_reference(value: Any, field_name: str, notes: list[str]) -> Image.Image:
+    """An RGB image; CMYK / 16-bit / alpha are converted and oversized ones scaled down, with a note."""
+    mode = value.mode if isinstance(value, Image.Image) else _peek_mode(value)
+    image = load_image(value, field_name)
+    if mode and mode not in ("RGB", "RGBA", "L", "P"):
+        notes.append(f"{field_name}: converted from {mode} to 8-bit RGB")
+    if max(image.size) > MAX_SIDE:
+        before = image.size
+        image = ImageOps.contain(image, (MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        notes.append(f"{field_name}: {before[0]}×{before[1]} scaled down to {image.width}×{image.height} "
+                     f"(Qwen works at ~1 MP; larger only costs time)")
+    return image
+
+
+def _peek_mode(value: Any) -> str | None:
+    path = file_path(value)
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as image:
+            return image.mode
+    except Exception:
+        return None  # load_image reports it with the field name
+
+
+def _as_list(images: Any) -> list:
+    if images is None or images == "":
+        return []
+    if isinstance(images, (list, tuple)):
+        return [i for i in images if i is not None and i != ""]
+    return [images]
+
+
+def prepare(values: dict | None, images: Any = None, mask: Any = None, control_image: Any = None,
+            spec: ParamSpec = SPEC) -> QwenEditInput:
+    """Validates everything before any GPU work; raises InvalidParams naming each bad field."""
+    params = spec.validate(values)
+    mode, notes = params["mode"], []
+    raw = _as_list(images)
+    if len(raw) > MAX_REFERENCES:
+        raise InvalidParams({"images": f"at most {MAX_REFERENCES} reference images, got {len(raw)}"})
+    refs = [load_reference(value, f"images[{index}]", notes) for index, value in enumerate(raw)]
+    has_mask = mask is not None and mask != "" and mask != {}
+    if has_mask and not refs:
+        raise InvalidParams({"mask": "a mask needs an image to paint on: add the image under images"})
+    if mode == "edit" and not refs:
+        raise InvalidParams({"images": "edit mode needs at least one reference image"})
+    if mode == "inpaint":
+        if len(refs) != 1:
+            raise InvalidParams({"images": f"inpaint mode repaints exactly one image, got {len(refs)}"})
+        if not has_mask:
+            raise InvalidParams({"mask": "inpaint mode needs a mask: paint the area to repaint (white)"})
+    if mode == "generate" and refs:
+        notes.append(f"generate mode ignores the {len(refs)} reference image(s)")
+    if has_mask and mode != "inpaint":
+        notes.append(f"the mask is only used in inpaint mode; ignored in {mode} mode")
+    if params["controlnet"] and mode != "generate":
+        raise InvalidParams({"controlnet": "only generate mode can use a ControlNet (diffusers has no Qwen "
+                                           "edit pipeline with ControlNet)"})
+    if params["controlnet"] and control_image in (None, ""):
+        raise InvalidParams({"control_image": "a ControlNet needs a control image (pose, depth, edges…)"})
+    control = load_reference(control_image, "control_image", notes) if params["controlnet"] else None
+    if control_image not in (None, "") and not params["controlnet"]:
+        notes.append("control image ignored: no controlnet chosen")
+
+    out_size = (params["width"], params["height"])
+    if params["match_input_size"]:
+        if refs and mode != "generate":
+            out_size = refs[0].size
+        elif control is not None:
+            out_size = control.size
+        else:
+            notes.append("match_input_size: no input image to match; used width × height")
+
+    hard = soft = None
+    if mode == "inpaint":
+        source = refs[0]
+        from_editor = isinstance(mask, dict) and "layers" in mask  # else a file: path, FileData dict, image
+        hard = editor_to_mask(mask, source.size) if from_editor else load_mask(mask, source.size)
+        if hard is not None and params["mask_invert"]:
+            hard = finish_mask(hard, invert=True)
+        if hard is None or not np.asarray(hard).any():
+            raise InvalidParams({"mask": "is empty (all black): paint the area to repaint in white"
+                                         + (" (after invert, nothing is left)" if params["mask_invert"] else "")})
+        if source.size != out_size:
+            source = ImageOps.fit(source, out_size, Image.Resampling.LANCZOS)
+            hard = ImageOps.fit(hard, out_size, Image.Resampling.NEAREST)
+        refs = [source]
+        soft = finish_mask(hard, feather=params["mask_feather"])
+    if control is not None:
+        control = ImageOps.fit(control, latent_grid(out_size), Image.Resampling.LANCZOS)
+    return QwenEditInput(params, refs, hard, soft, control, out_size, notes)
+
+
+def pipeline_class(mode: str, references: int, with_controlnet: bool) -> str:
+    if mode == "generate":
+        return "QwenImageControlNetPipeline" if with_controlnet else "QwenImagePipeline"
+    if mode == "inpaint":
+        return "QwenImageEditInpaintPipeline"
+    return "QwenImageEditPlusPipeline" if references > 1 else "QwenImageEditPipeline"
+
+
+def configure(pipe, params: dict) -> None:
+    """Puts this job's expert settings on the (cached, shared) pipeline."""
+    tuning.set_step_cache(pipe, params["step_cache"], params["step_cache_threshold"])
+    tuning.set_attention_backend(pipe, params["attention_backend"])
+    if params["vae_tiling"]:
+        pipe.vae.enable_tiling()
+    else:
+        pipe.vae.disable_tiling()
+
+
+def _check_images(array: np.ndarray) -> None:
+    """A NaN or all-black result is a failure (fp16 overflow, a broken LoRA), never an output."""
+    if np.isnan(array).any():
+        raise ValueError("the model produced NaN values (often fp16 overflow or a broken LoRA); "
+                         "try dtype bfloat16, another LoRA, or fewer LoRAs")
+    if array.max() <= 1.0 / 255.0:
+        raise ValueError("the model produced an all-black image (often fp16 overflow or a broken LoRA); "
+                         "try dtype bfloat16 or without LoRAs")
+
+
+def run(ctx: JobContext, pipe, job: QwenEditInput, model_name: str, loras: list[LoraRequest] = (),
+        controlnet_path: Path | None = None, extra_metadata: dict | None = None) -> JobResult:
+    p, mode = job.params, job.params["mode"]
+    for note in job.notes:
+        ctx.note(note)
+    configure(pipe, p)
+    if loras:
+        ctx.progress("applying LoRAs")
+    apply_loras(pipe, list(loras))  # on the shared transformer: every view below sees them
+    controlnet = None
+    if controlnet_path is not None:
+        ctx.progress("loading ControlNet")
+        controlnet = qwen_pipes.controlnet_for(pipe, controlnet_path)
+    class_name = pipeline_class(mode, len(job.images), controlnet is not None)
+    runner = qwen_pipes.view(pipe, class_name, controlnet)
+    width, height = job.gen_size
+    kwargs: dict[str, Any] = dict(
+        prompt=p["prompt"], negative_prompt=p["negative_prompt"] or " ", true_cfg_scale=p["true_cfg_scale"],
+        height=height, width=width, num_inference_steps=p["num_inference_steps"],
+        num_images_per_prompt=p["num_images"], generator=torch.Generator("cpu").manual_seed(p["seed"]),
+        callback_on_step_end=ctx.step_callback(p["num_inference_steps"]), output_type="np",
+    )
+    if mode == "edit":
+        kwargs["image"] = job.images if len(job.images) > 1 else job.images[0]
+    elif mode == "inpaint":
+        kwargs.update(image=job.images[0], mask_image=job.mask, strength=p["strength"])
+    elif controlnet is not None:
+        kwargs.update(control_image=job.control_image,
+                      controlnet_conditioning_scale=p["controlnet_conditioning_scale"],
+                      control_guidance_start=p["control_guidance_start"],
+                      control_guidance_end=p["control_guidance_end"])
+    arrays = runner(**kwargs).images
+    ctx.check_cancelled()
+    _check_images(arrays)
+    ctx.progress("writing images")
+    results = []
+    for array in arrays:
+        image = Image.fromarray((np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8), "RGB")
+        if image.size != job.out_size:  # inpaint ignores height/width; other sizes were rounded to 16
+            image = image.resize(job.out_size, Image.Resampling.LANCZOS)
+        if mode == "inpaint" and p["keep_unmasked"]:
+            image = composite_original(job.images[0], image, job.soft_mask)
+        results.append(image)
+    metadata = {
+        "workflow": "qwen_edit", "diffbox_version": __version__, "job_id": ctx.job_id, "model": model_name,
+        "pipeline": class_name, "params": p, "references": len(job.images),
+        "loras": [{"name": l.name, "sha256": file_sha256(l.path), "weight": l.weight_high} for l in loras],
+        "width": job.out_size[0], "height": job.out_size[1], "images": len(results), "notes": list(job.notes),
+        **(extra_metadata or {}),
+    }
+    paths = [str(write_png(image, ctx.outdir / f"image-{index + 1}.png", {**metadata, "index": index}))
+             for index, image in enumerate(results)]
+    write_metadata(ctx.outdir, metadata)
+    return JobResult(outputs=paths, metadata=metadata)

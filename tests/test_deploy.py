@@ -1,0 +1,89 @@
+"""The Dockerfile and runpod_template.json must agree with the app's flags, env vars and README.
+
+No Docker engine here: the files are parsed and checked against the code they launch."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+from diffbox.settings import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+TEMPLATE = json.loads((ROOT / "runpod_template.json").read_text())
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def instructions(name: str) -> list[str]:
+    text = DOCKERFILE.replace("\\\n", " ")
+    return [line.split(None, 1)[1].strip() for line in text.splitlines() if line.strip().startswith(name + " ")]
+
+
+def env_vars_the_app_reads() -> set[str]:
+    sources = [ROOT / "diffbox" / "settings.py", ROOT / "diffbox" / "hub" / "hub.py"]
+    found = set()
+    for path in sources:
+        found |= set(re.findall(r"env(?:\.get\(|\[)\"([A-Z_]+)\"", path.read_text()))
+    return found | {"HF_HOME"}  # read by huggingface_hub itself
+
+
+def docker_cmd() -> list[str]:
+    (cmd,) = instructions("CMD")
+    return json.loads(cmd)
+
+
+def test_dockerfile_runs_the_app_on_all_interfaces_with_real_flags():
+    cmd = docker_cmd()
+    assert cmd[:2] == ["python", "app.py"]
+    args = build_parser().parse_args(cmd[2:])  # argparse exits on a flag the app does not have
+    assert args.host == "0.0.0.0" and args.port == 7860
+    assert " ".join(cmd) in README  # the README shows the command the image runs
+
+
+def test_dockerfile_keeps_user_data_on_the_volume_and_checks_health():
+    (base,) = instructions("FROM")
+    assert base.startswith("pytorch/pytorch:") and "cuda" in base
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(instructions("ENV"))))
+    assert env["DIFFBOX_HOME"] == "/workspace/diffbox" and env["HF_HOME"].startswith("/workspace/")
+    assert set(env) - {"HF_XET_HIGH_PERFORMANCE", "GRADIO_ANALYTICS_ENABLED", "PYTHONUNBUFFERED"} <= env_vars_the_app_reads()
+    (health,) = instructions("HEALTHCHECK")
+    assert f"127.0.0.1:{build_parser().parse_args(docker_cmd()[2:]).port}/health" in health
+    run = " ".join(instructions("RUN"))
+    assert "ffmpeg" in run and "pip install --no-cache-dir -r requirements.txt" in run
+    assert "torch" not in run.replace("pytorch", "")  # the base image's CUDA torch is kept
+
+
+def test_runpod_template_matches_the_image_flags_and_env():
+    for field in ("name", "imageName", "containerDiskInGb", "volumeInGb", "volumeMountPath", "ports", "env", "readme"):
+        assert TEMPLATE.get(field) not in (None, ""), field
+    assert TEMPLATE["volumeMountPath"] == "/workspace" and TEMPLATE["volumeInGb"] >= 100
+    port = build_parser().parse_args(docker_cmd()[2:]).port
+    assert f"{port}/http" in TEMPLATE["ports"].split(",")
+    assert shlex.split(TEMPLATE["dockerArgs"]) == docker_cmd()
+    keys = [e["key"] for e in TEMPLATE["env"]]
+    assert {"DIFFBOX_AUTH", "DIFFBOX_CONFIG", "HF_TOKEN", "CIVITAI_TOKEN"} <= set(keys)
+    assert set(keys) <= env_vars_the_app_reads(), set(keys) - env_vars_the_app_reads()
+    home = next(e["value"] for e in TEMPLATE["env"] if e["key"] == "DIFFBOX_HOME")
+    assert home.startswith(TEMPLATE["volumeMountPath"] + "/")
+    flags_env = {"DIFFBOX_AUTH": "--auth", "DIFFBOX_CONFIG": "--config"}
+    for env, flag in flags_env.items():  # each env var the template offers is a real flag's twin
+        action = next(a for a in build_parser()._actions if flag in a.option_strings)
+        assert env in action.help
+        assert env in TEMPLATE["readme"]
+    assert "GRADIO_ROOT_PATH" in TEMPLATE["readme"] and "GRADIO_ROOT_PATH" in README
+
+
+def test_shipped_presets_fit_their_workflows():
+    from diffbox.presets import SHIPPED_DIR, check, load_shipped
+    from diffbox.services import WORKFLOW_SPECS
+
+    files = sorted(SHIPPED_DIR.glob("*.json"))
+    assert len(load_shipped(SHIPPED_DIR, WORKFLOW_SPECS)) == len(files) >= 4
+    names = {(p["workflow"], p["name"]) for p in load_shipped(SHIPPED_DIR, WORKFLOW_SPECS)}
+    assert ("i2v", "Lightning 4-step") in names and ("i2v", "Wan 2.2 quality 40 steps") in names
+    lightning = next(p for p in load_shipped() if p["name"] == "Lightning 4-step")
+    assert lightning["models"] and lightning["params"]["num_inference_steps"] == 4
+    for path in files:  # each one checked against its own workflow's spec where that is registered
+        preset, notes = check(json.loads(path.read_text()), WORKFLOW_SPECS)
+        assert (preset["workflow"] in WORKFLOW_SPECS) == (not notes)

@@ -1,0 +1,31 @@
+"""The I2V form refills from saved settings (History "Use these settings", a dropped output)."""
+
+import gradio as gr
+
+from diffbox.ui.i2v_tab import build_i2v_tab
+from diffbox.ui.lora_rows import NONE, ROWS
+
+
+def test_fill_puts_saved_params_into_the_right_components(services):
+    with gr.Blocks():
+        tab = build_i2v_tab(services)
+    saved = {"prompt": "waves", "width": 480, "height": 832, "num_frames": 33, "seed": 99, "step_cache": "first_block",
+             "loras": [{"name": "demo/loras/wan-lora-high.safetensors", "weight_high": 0.5, "weight_low": 0.0}]}
+    updates = dict(zip(map(id, tab.fill_outputs), tab.fill(saved)))
+    assert len(updates) == len(tab.fill_outputs)
+    for name in ("prompt", "width", "height", "num_frames", "seed", "step_cache"):
+        assert updates[id(tab.fields[name])] == saved[name], name
+    first_row = tab.loras.rows[0]
+    assert updates[id(first_row[0])].value == "demo/loras/wan-lora-high.safetensors"
+    assert (updates[id(first_row[1])], updates[id(first_row[2])]) == (0.5, 0.0)
+    assert all(updates[id(row[0])].value == NONE for row in tab.loras.rows[1:ROWS])
+    assert updates[id(tab.loras.state)] == saved["loras"]
+
+
+def test_lora_rows_read_back_as_the_loras_param(services):
+    with gr.Blocks():
+        tab = build_i2v_tab(services)
+    values = ["demo/loras/wan-lora-low.safetensors", 0, 1.25] + [NONE, 1, 1] * (ROWS - 1)
+    assert tab.loras.to_list(*values) == [
+        {"name": "demo/loras/wan-lora-low.safetensors", "weight_high": 0.0, "weight_low": 1.25}]
+    assert services.specs["i2v"].validate({"loras": tab.loras.to_list(*values)})["loras"][0]["weight_low"] == 1.25

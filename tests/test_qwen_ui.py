@@ -1,0 +1,59 @@
+"""The Qwen tab's handlers in process: a sketch in the editor becomes the inpaint mask, refill works."""
+
+import asyncio
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from diffbox.ui.lora_rows import NONE, ROWS
+from diffbox.ui.qwen_tab import build_qwen_tab
+
+
+def handler(blocks, api_name):
+    return next(f.fn for f in blocks.fns.values() if f.api_name == api_name)
+
+
+def build(services):
+    with gr.Blocks() as blocks:
+        tab = build_qwen_tab(services)
+    return blocks, tab
+
+
+def test_a_sketch_inpaints_only_where_painted(services, shrink_qwen_condition_area, tmp_path):
+    blocks, tab = build(services)
+    source = Image.fromarray(np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    source.save(tmp_path / "in.png")
+    stroke = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    stroke.paste((255, 255, 255, 255), (8, 8, 40, 40))
+    editor = {"background": source, "layers": [stroke], "composite": source}
+
+    preview = handler(blocks, "ui_qwen_mask_preview")(editor, None, False, 0)
+    assert np.array_equal(np.asarray(preview) > 0, np.asarray(stroke.getchannel("A")) > 0)
+
+    values = {**tab.services.specs["qwen_edit"].defaults(), "mode": "inpaint", "match_input_size": True,
+              "num_inference_steps": 2, "strength": 1.0, "prompt": "a moon", "seed": 1}
+    ordered = [values[name] for name in tab.names]
+
+    async def collect():
+        return [update async for update in handler(blocks, "ui_qwen_edit")(
+            [(str(tmp_path / "in.png"), None)], editor, None, None, *ordered, progress=None)]
+
+    gallery, status, metadata = asyncio.run(collect())[-1]
+    assert "Done." in status and metadata["pipeline"] == "QwenImageEditInpaintPipeline"
+    out = np.asarray(Image.open(gallery[0]).convert("RGB"))
+    inside = np.asarray(stroke.getchannel("A")) > 0
+    assert np.array_equal(out[~inside], np.asarray(source)[~inside])
+    assert not np.array_equal(out[inside], np.asarray(source)[inside])
+
+
+def test_fill_and_lora_rows(services):
+    _, tab = build(services)
+    saved = {"prompt": "moon", "mode": "inpaint", "width": 832, "strength": 0.5, "mask_feather": 3,
+             "loras": [{"name": "demo/loras/qwen-lora.safetensors", "weight": 0.75}]}
+    updates = dict(zip(map(id, tab.fill_outputs), tab.fill(saved)))
+    for name in ("prompt", "mode", "width", "strength", "mask_feather"):
+        assert updates[id(tab.fields[name])] == saved[name], name
+    assert updates[id(tab.loras.state)] == saved["loras"]
+    values = ["demo/loras/qwen-lora.safetensors", 0.75] + [NONE, 1] * (ROWS - 1)
+    assert tab.loras.to_list(*values) == saved["loras"]
