@@ -11,6 +11,7 @@ from diffbox.services import Services
 from diffbox.ui.form import build_form, component_for, values_to_params
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
+from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import qwen_edit
 from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
 from diffbox.workflows.outputs import read_metadata
@@ -100,6 +101,7 @@ def build_qwen_tab(services: Services) -> QwenTab:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
+            presets_slot = gr.Column()  # the presets bar goes here once the form exists
             references = gr.Gallery(label="Reference images, in order (picture 1, 2, …)", type="filepath",
                                     interactive=True, columns=4, height=220, format="png", elem_id="qwen-images")
             selected_ref = gr.State(None)
@@ -144,6 +146,8 @@ def build_qwen_tab(services: Services) -> QwenTab:
 
     names = list(fields)
     tab = QwenTab(names, fields, holder["loras"], services)
+    with presets_slot:
+        build_presets_bar(services, "qwen_edit", fields, tab.fill, tab.fill_outputs)
 
     def chosen_mask(editor_value, file_path, size=None):
         painted = editor_to_mask(editor_value, size)

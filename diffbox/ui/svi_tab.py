@@ -11,6 +11,7 @@ from diffbox.services import Services
 from diffbox.ui.form import build_form, values_to_params
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
+from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import svi
 
 NONE = ""
@@ -80,6 +81,7 @@ def build_svi_tab(services: Services) -> SVITab:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
+            presets_slot = gr.Column()  # the presets bar goes here once the form exists
             image = gr.Image(label="Anchor image", type="filepath", sources=["upload", "clipboard"],
                              elem_id="svi-image", height=300)
             fields = build_form(spec, custom={"model": model_dropdown, "prompts": prompts_box, "loras": lora_rows,
@@ -106,6 +108,8 @@ def build_svi_tab(services: Services) -> SVITab:
 
     names = list(fields)
     tab = SVITab(names, fields, holder["loras"], extend_job, services)
+    with presets_slot:
+        build_presets_bar(services, "svi", fields, tab.fill, tab.fill_outputs)
 
     def to_params(values) -> dict:
         params = values_to_params(names, values)
