@@ -57,3 +57,16 @@ def build_form(spec: ParamSpec, custom: dict[str, Callable[[Param], gr.Component
 
 def values_to_params(names: list[str], values: tuple) -> dict[str, Any]:
     return dict(zip(names, values))
+
+
+def fill_components(fields: dict[str, gr.Component], loras) -> list[gr.Component]:
+    """The components a saved-settings refill writes: every field, with the LoRA rows in place of `loras`."""
+    plain = [component for name, component in fields.items() if name != "loras"]
+    return [*plain, *loras.components, loras.state]
+
+
+def fill_updates(fields: dict[str, gr.Component], loras, params: dict | None) -> list:
+    """Updates matching fill_components(); a key the params lack keeps the form's current value."""
+    params = params or {}
+    updates = [params.get(name, gr.skip()) for name in fields if name != "loras"]
+    return updates + loras.from_list(params.get("loras", []))

@@ -8,7 +8,7 @@ import gradio as gr
 
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
-from diffbox.ui.form import build_form, component_for, values_to_params
+from diffbox.ui.form import build_form, component_for, fill_components, fill_updates, values_to_params
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
@@ -29,14 +29,11 @@ class I2VTab:
 
     @property
     def fill_outputs(self) -> list:
-        plain = [component for name, component in self.fields.items() if name != "loras"]
-        return [*plain, *self.loras.components, self.loras.state]
+        return fill_components(self.fields, self.loras)
 
     def fill(self, params: dict | None) -> list:
         """Updates that put saved params into the form; unknown or missing keys keep the form's value."""
-        params = params or {}
-        updates = [params.get(name, gr.skip()) for name in self.names if name != "loras"]
-        return updates + self.loras.from_list(params.get("loras", []))
+        return fill_updates(self.fields, self.loras, params)
 
     def refresh_choices(self) -> list:
         return [gr.Dropdown(choices=[m.name for m in self.services.models("i2v")]), *self.loras.refresh()]

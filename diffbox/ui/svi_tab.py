@@ -8,7 +8,7 @@ import gradio as gr
 
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
-from diffbox.ui.form import build_form, values_to_params
+from diffbox.ui.form import build_form, fill_components, fill_updates, values_to_params
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
@@ -28,16 +28,14 @@ class SVITab:
 
     @property
     def fill_outputs(self) -> list:
-        plain = [c for name, c in self.fields.items() if name != "loras"]
-        return [*plain, *self.loras.components, self.loras.state, self.extend_job]
+        return [*fill_components(self.fields, self.loras), self.extend_job]
 
     def fill(self, params: dict | None, job_id: str | None = None) -> list:
         """Updates that put saved params into the form (and the job to continue into Extend)."""
         params = dict(params or {})
         if isinstance(params.get("prompts"), list):
             params["prompts"] = "\n".join(params["prompts"])
-        updates = [params.get(name, gr.skip()) for name in self.names if name != "loras"]
-        return updates + self.loras.from_list(params.get("loras", [])) + [job_id or gr.skip()]
+        return fill_updates(self.fields, self.loras, params) + [job_id or gr.skip()]
 
     def lora_choices(self) -> list[str]:
         return [NONE, *(l.name for l in self.services.loras(svi.BASE_MODEL))]

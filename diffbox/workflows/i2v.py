@@ -19,6 +19,7 @@ from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
 from diffbox.engine.preview import video_latents_to_strip
 from diffbox.engine.runner import JobContext, JobResult
 from diffbox.params import Param, ParamSpec
+from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry
 from diffbox.workflows.images import cover, load_image
 from diffbox.workflows.outputs import check_frames, write_metadata, write_video
 
@@ -42,29 +43,6 @@ RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
     "624×624 square": (624, 624),
 }
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-WEIGHTS = ("auto", "native", "fp8", "int8")
-PLACEMENTS = ("auto", "gpu", "model_offload", "group_offload", "sequential_offload")
-
-
-def clean_lora(value: Any) -> dict:
-    """One LoRA entry: {"name", "weight_high", "weight_low"}; a bare name means weight 1 on both experts."""
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"].strip():
-        raise ValueError('must look like {"name": "...", "weight_high": 1.0, "weight_low": 1.0}')
-    unknown = set(value) - {"name", "weight_high", "weight_low"}
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
-    entry = {"name": value["name"].strip()}
-    for key in ("weight_high", "weight_low"):
-        weight = value.get(key, 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not -4.0 <= weight <= 4.0:
-            raise ValueError(f"{key} must be a number between -4 and 4, got {weight!r}")
-        entry[key] = float(weight)
-    return entry
-
-
 def _tiles_fit(values: dict) -> dict:
     if values["vae_tiling"] and values["vae_tile_stride"] > values["vae_tile_size"]:
         return {"vae_tile_stride": f"must not exceed vae_tile_size ({values['vae_tile_size']})"}
@@ -80,7 +58,7 @@ SPEC = ParamSpec("i2v", (
     Param("height", "int", 480, "Output height in pixels (multiple of 16).", minimum=16, maximum=2048,
           step=16, multiple_of=16),
     Param("loras", "list", [], "LoRAs from the library, each with a weight for the high-noise and the "
-          "low-noise expert (0 leaves that expert alone).", item=clean_lora, max_items=8),
+          "low-noise expert (0 leaves that expert alone).", item=lora_entry(("weight_high", "weight_low")), max_items=8),
     Param("model", "str", "", "Wan 2.2 I2V model from the local library; empty = the first one found."),
     Param("num_inference_steps", "int", 40, "Denoising steps, shared by both experts.", tier="advanced",
           minimum=1, maximum=200),
@@ -106,20 +84,10 @@ SPEC = ParamSpec("i2v", (
           multiple_of=32),
     Param("vae_tile_stride", "int", 192, "Tile stride in pixels (< size leaves overlap to blend).",
           tier="expert", minimum=32, maximum=1024, multiple_of=32),
-    Param("step_cache", "choice", "off", "Skip transformer work on steps that barely change "
-          "(First-Block Cache): faster, slightly softer.", tier="expert", choices=tuning.STEP_CACHES),
-    Param("step_cache_threshold", "float", 0.05, "First-Block Cache threshold: higher skips more.",
-          tier="expert", minimum=0.0, maximum=1.0, step=0.01),
-    Param("attention_backend", "choice", "native", "Attention kernel (native = PyTorch SDPA; others need "
-          "their package installed).", tier="expert", choices=tuning.ATTENTION_BACKENDS),
+    *STEP_CACHE_PARAMS,
     Param("compile", "bool", False, "torch.compile the transformer blocks: slow first job, faster after.",
           tier="expert"),
-    Param("dtype", "choice", "auto", "Compute dtype; auto = bfloat16 on GPU, float32 on CPU.", tier="expert",
-          choices=DTYPES),
-    Param("weights", "choice", "auto", "Weight storage; auto picks fp8/int8 only when the model would not "
-          "fit otherwise.", tier="expert", choices=WEIGHTS),
-    Param("placement", "choice", "auto", "Where the model lives; auto picks the fastest that fits in VRAM.",
-          tier="expert", choices=PLACEMENTS),
+    *MEMORY_PARAMS,
 ), checks=(_tiles_fit,))
 
 

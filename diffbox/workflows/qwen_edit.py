@@ -27,6 +27,7 @@ from diffbox.engine import qwen_pipes, tuning
 from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
 from diffbox.engine.runner import JobContext, JobResult
 from diffbox.params import InvalidParams, Param, ParamSpec
+from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry
 from diffbox.workflows.images import file_path, load_image
 from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
 from diffbox.workflows.masks import composite as composite_original
@@ -52,26 +53,6 @@ RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
     "768×1344 portrait 9:16": (768, 1344),
 }
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-WEIGHTS = ("auto", "native", "fp8", "int8")
-PLACEMENTS = ("auto", "gpu", "model_offload", "group_offload", "sequential_offload")
-
-
-def clean_lora(value: Any) -> dict:
-    """One LoRA entry: {"name", "weight"}; a bare name means weight 1 (Qwen has one transformer)."""
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str) or not value["name"].strip():
-        raise ValueError('must look like {"name": "...", "weight": 1.0}')
-    unknown = set(value) - {"name", "weight"}
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
-    weight = value.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not -4.0 <= weight <= 4.0:
-        raise ValueError(f"weight must be a number between -4 and 4, got {weight!r}")
-    return {"name": value["name"].strip(), "weight": float(weight)}
-
-
 def _guidance_window(values: dict) -> dict:
     if values["control_guidance_start"] >= values["control_guidance_end"]:
         return {"control_guidance_end": "must be greater than control_guidance_start"}
@@ -91,7 +72,7 @@ SPEC = ParamSpec("qwen_edit", (
           "width × height."),
     Param("model", "str", "", "Qwen-Image-Edit model from the local library; empty = the first one found. "
           "Generate mode prefers a Qwen-Image text-to-image model when the library has one."),
-    Param("loras", "list", [], "LoRAs from the library, each with a weight.", item=clean_lora, max_items=8),
+    Param("loras", "list", [], "LoRAs from the library, each with a weight.", item=lora_entry(("weight",)), max_items=8),
     Param("num_inference_steps", "int", 30, "Denoising steps.", tier="advanced", minimum=1, maximum=200),
     Param("true_cfg_scale", "float", 4.0, "Prompt strength (classifier-free guidance; needs a negative "
           "prompt, so an empty one is sent as a single space, as the model card does).", tier="advanced",
@@ -117,18 +98,8 @@ SPEC = ParamSpec("qwen_edit", (
           tier="advanced", minimum=0.0, maximum=1.0, step=0.01),
     Param("vae_tiling", "bool", False, "Decode in tiles: less VRAM for large images, slightly slower.",
           tier="expert"),
-    Param("step_cache", "choice", "off", "Skip transformer work on steps that barely change "
-          "(First-Block Cache): faster, slightly softer.", tier="expert", choices=tuning.STEP_CACHES),
-    Param("step_cache_threshold", "float", 0.05, "First-Block Cache threshold: higher skips more.",
-          tier="expert", minimum=0.0, maximum=1.0, step=0.01),
-    Param("attention_backend", "choice", "native", "Attention kernel (native = PyTorch SDPA; others need "
-          "their package installed).", tier="expert", choices=tuning.ATTENTION_BACKENDS),
-    Param("dtype", "choice", "auto", "Compute dtype; auto = bfloat16 on GPU, float32 on CPU.", tier="expert",
-          choices=DTYPES),
-    Param("weights", "choice", "auto", "Weight storage; auto picks fp8/int8 only when the model would not "
-          "fit otherwise.", tier="expert", choices=WEIGHTS),
-    Param("placement", "choice", "auto", "Where the model lives; auto picks the fastest that fits in VRAM.",
-          tier="expert", choices=PLACEMENTS),
+    *STEP_CACHE_PARAMS,
+    *MEMORY_PARAMS,
 ), checks=(_guidance_window,))
 
 
