@@ -29,3 +29,20 @@ def test_lora_rows_read_back_as_the_loras_param(services):
     assert tab.loras.to_list(*values) == [
         {"name": "demo/loras/wan-lora-low.safetensors", "weight_high": 0.0, "weight_low": 1.25}]
     assert services.specs["i2v"].validate({"loras": tab.loras.to_list(*values)})["loras"][0]["weight_low"] == 1.25
+
+
+def test_a_dropped_output_refills_the_form_and_a_foreign_one_changes_nothing(services, tmp_path):
+    import json
+
+    from diffbox.ui.form import settings_file_loader
+
+    with gr.Blocks():
+        tab = build_i2v_tab(services)
+    load = settings_file_loader("i2v", "image-to-video", tab.fill, len(tab.fill_outputs))
+    ours, theirs = tmp_path / "meta.json", tmp_path / "other.json"
+    ours.write_text(json.dumps({"workflow": "i2v", "params": {"prompt": "from a file", "num_frames": 17}}))
+    theirs.write_text(json.dumps({"workflow": "qwen_edit", "params": {"prompt": "not for this tab"}}))
+    updates = dict(zip(map(id, tab.fill_outputs), load(str(ours))))
+    assert updates[id(tab.fields["prompt"])] == "from a file" and updates[id(tab.fields["num_frames"])] == 17
+    skipped = load(str(theirs))
+    assert len(skipped) == len(tab.fill_outputs) and all(u == gr.skip() for u in skipped)

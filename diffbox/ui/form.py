@@ -7,6 +7,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from diffbox.params import Param, ParamSpec
+from diffbox.workflows.outputs import read_metadata
 
 TIER_TITLES = {"advanced": "Advanced", "expert": "Expert"}
 
@@ -70,3 +71,24 @@ def fill_updates(fields: dict[str, gr.Component], loras, params: dict | None) ->
     params = params or {}
     updates = [params.get(name, gr.skip()) for name in fields if name != "loras"]
     return updates + loras.from_list(params.get("loras", []))
+
+
+def size_preset_picker(presets: dict[str, tuple[int, int]]) -> Callable:
+    """Handler for a size-preset dropdown: fills width and height; "custom" leaves them alone."""
+    def pick(label):
+        return presets[label] if label in presets else (gr.skip(), gr.skip())
+    return pick
+
+
+def settings_file_loader(workflow: str, title: str, fill: Callable[[dict], list], count: int) -> Callable:
+    """Handler for "drop an output to reuse its settings": the recipe inside a diffbox mp4/png/meta.json."""
+    def load(path):
+        if not path:
+            return [gr.skip()] * count
+        saved = read_metadata(path)
+        if not saved or saved.get("workflow") != workflow:
+            gr.Warning(f"That file holds no diffbox {title} settings.")
+            return [gr.skip()] * count
+        gr.Info("Settings loaded from the file.")
+        return fill(saved["params"])
+    return load

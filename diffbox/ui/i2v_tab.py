@@ -8,12 +8,12 @@ import gradio as gr
 
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
-from diffbox.ui.form import build_form, component_for, fill_components, fill_updates, values_to_params
+from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
+                             size_preset_picker, values_to_params)
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import i2v
-from diffbox.workflows.outputs import read_metadata
 
 CUSTOM_SIZE = "custom"
 
@@ -114,20 +114,8 @@ def build_i2v_tab(services: Services) -> I2VTab:
                 yield path, gr.skip(), _status(job.id, status_line(event), notes), \
                     (result.metadata if result else None)
 
-    def size_preset(label):
-        if label in presets:
-            return presets[label]
-        return gr.skip(), gr.skip()
-
-    def settings_from_file(path):
-        if not path:
-            return [gr.skip()] * len(tab.fill_outputs)
-        saved = read_metadata(path)
-        if not saved or saved.get("workflow") != "i2v":
-            gr.Warning("That file holds no diffbox image-to-video settings.")
-            return [gr.skip()] * len(tab.fill_outputs)
-        gr.Info("Settings loaded from the file.")
-        return tab.fill(saved["params"])
+    size_preset = size_preset_picker(presets)
+    settings_from_file = settings_file_loader("i2v", "image-to-video", tab.fill, len(tab.fill_outputs))
 
     run_event = generate.click(
         ui_i2v, [image, end_image, *fields.values()], [video, preview, status, metadata],

@@ -8,13 +8,13 @@ import gradio as gr
 
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
-from diffbox.ui.form import build_form, component_for, fill_components, fill_updates, values_to_params
+from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
+                             size_preset_picker, values_to_params)
 from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import qwen_edit
 from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
-from diffbox.workflows.outputs import read_metadata
 
 CUSTOM_SIZE = "custom"
 NO_CONTROLNET = ""
@@ -205,20 +205,8 @@ def build_qwen_tab(services: Services) -> QwenTab:
     def remember(evt: gr.SelectData):
         return evt.index
 
-    def size_preset(label):
-        if label in presets:
-            return presets[label]
-        return gr.skip(), gr.skip()
-
-    def settings_from_file(path):
-        if not path:
-            return [gr.skip()] * len(tab.fill_outputs)
-        saved = read_metadata(path)
-        if not saved or saved.get("workflow") != "qwen_edit":
-            gr.Warning("That file holds no diffbox Qwen-Image-Edit settings.")
-            return [gr.skip()] * len(tab.fill_outputs)
-        gr.Info("Settings loaded from the file.")
-        return tab.fill(saved["params"])
+    size_preset = size_preset_picker(presets)
+    settings_from_file = settings_file_loader("qwen_edit", "Qwen-Image-Edit", tab.fill, len(tab.fill_outputs))
 
     private = {"api_visibility": "private", "queue": False}
     run_event = generate.click(
