@@ -251,6 +251,11 @@ class ParamSpec:
         kept = tuple(p for p in self.params if p.name not in dropped)
         return ParamSpec(workflow or self.workflow, kept + tuple(params), self.checks + tuple(checks))
 
+    def first(self, *names: str) -> "ParamSpec":
+        """The same spec with `names` moved to the front (form order: what a user fills in first)."""
+        front = tuple(self[name] for name in names)
+        return replace(self, params=front + tuple(p for p in self.params if p.name not in names))
+
     def with_defaults(self, overrides: Mapping[str, Any]) -> "ParamSpec":
         """The same spec with other defaults (demo mode, config defaults); the overrides are validated."""
         if not overrides:

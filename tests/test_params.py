@@ -124,3 +124,9 @@ def test_extend_inherits_and_with_defaults_overrides():
 def test_a_bad_default_fails_at_declaration():
     with pytest.raises(ValueError):
         ParamSpec("t", (Param("frames", "int", 80, "h", congruent=(4, 1)),))
+
+
+def test_first_moves_parameters_to_the_front_and_keeps_the_rest():
+    moved = I2V.first("num_frames", "fps")
+    assert moved.names[:2] == ["num_frames", "fps"] and sorted(moved.names) == sorted(I2V.names)
+    assert moved.validate({"num_frames": 9})["num_frames"] == 9

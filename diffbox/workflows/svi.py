@@ -105,7 +105,7 @@ SPEC = i2v.SPEC.extend(
     Param("color_match", "bool", False, "Match each clip's colours to the anchor image (against the slow "
           "colour drift some users see); off by default.", tier="advanced"),
     workflow="svi", drop=("prompt", "num_frames"), checks=(_motion_fits,),
-)
+).first("prompts")  # the prompt timeline takes the place of I2V's prompt at the top of the form
 
 
 @dataclass(frozen=True)
