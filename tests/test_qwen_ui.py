@@ -39,7 +39,8 @@ def test_a_sketch_inpaints_only_where_painted(services, shrink_qwen_condition_ar
         return [update async for update in handler(blocks, "ui_qwen_edit")(
             [(str(tmp_path / "in.png"), None)], editor, None, None, *ordered, progress=None)]
 
-    gallery, status, metadata = asyncio.run(collect())[-1]
+    gallery, status, metadata, running_job = asyncio.run(collect())[-1]
+    assert running_job is None  # finished: Stop has nothing left to cancel
     assert "Done." in status and metadata["pipeline"] == "QwenImageEditInpaintPipeline"
     out = np.asarray(Image.open(gallery[0]).convert("RGB"))
     inside = np.asarray(stroke.getchannel("A")) > 0

@@ -9,6 +9,7 @@ from diffbox.services import Services
 from diffbox.ui.api import register_api
 from diffbox.ui.config_api import register_config_api
 from diffbox.ui.config_tab import build_config_tab
+from diffbox.ui.first_run import build_first_run
 from diffbox.ui.history_tab import build_history_tab
 from diffbox.ui.hub_api import register_hub_api
 from diffbox.ui.i2v_tab import build_i2v_tab
@@ -37,6 +38,7 @@ def header(services: Services) -> str:
 def build_app(services: Services) -> gr.Blocks:
     with gr.Blocks(title="diffbox") as app:
         gr.Markdown(header(services), elem_id="diffbox-header")
+        build_first_run(services)
         with gr.Tabs() as tabs:
             with gr.Tab("Image → Video", id="i2v"):
                 i2v_tab = build_i2v_tab(services)

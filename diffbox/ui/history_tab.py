@@ -11,6 +11,7 @@ from diffbox.services import Services
 
 COLUMNS = ["job", "workflow", "status", "created", "run time", "seed", "outputs", "error"]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
+COLUMN_WIDTHS = ["200px", "90px", "95px", "160px", "80px", "110px", "75px", "260px"]
 
 
 def history_rows(services: Services) -> list[list]:
@@ -33,8 +34,10 @@ def build_history_tab(services: Services):
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120, elem_id="history-refresh")
         auto = gr.Checkbox(value=True, label="Refresh every 5 s", scale=0, min_width=200, elem_id="history-auto")
-    table = gr.Dataframe(headers=COLUMNS, value=history_rows(services), interactive=False,
-                         wrap=True, elem_id="history-table")
+    # A callable value is re-read on every page load (a plain list would show the rows of app start until
+    # the timer's first tick); fixed column widths let a phone scroll the table instead of squeezing it.
+    table = gr.Dataframe(headers=COLUMNS, value=lambda: history_rows(services), interactive=False, wrap=True,
+                         column_widths=COLUMN_WIDTHS, elem_id="history-table")
     with gr.Row(equal_height=False):
         with gr.Column():
             preview = gr.Video(label="Output", visible=False, height=360, elem_id="history-video")

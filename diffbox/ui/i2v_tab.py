@@ -10,7 +10,7 @@ from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
-from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
+from diffbox.ui.jobs import follow, raise_if_failed, status_line, stop_running, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import i2v
@@ -98,31 +98,34 @@ def build_i2v_tab(services: Services) -> I2VTab:
         params = values_to_params(names, values)
         job = submit_or_explain(lambda: services.submit_i2v(params, image_path, end_image_path))
         notes: list[str] = []
-        yield gr.skip(), None, f"Job `{job.id}` waiting for the GPU…", gr.skip()
+        skip = gr.skip()
+        yield skip, None, f"Job `{job.id}` waiting for the GPU…", skip, job.id
         async for event in follow(job, progress):
             if isinstance(event, OutputEvent) and event.kind == "preview":
-                yield gr.skip(), event.data, gr.skip(), gr.skip()
+                yield skip, event.data, skip, skip, skip
             elif isinstance(event, OutputEvent) and event.kind == "note":
                 notes.append(event.data)
-                yield gr.skip(), gr.skip(), _status(job.id, "", notes), gr.skip()
+                yield skip, skip, _status(job.id, "", notes), skip, skip
             elif isinstance(event, ProgressEvent) and event.step is None:
-                yield gr.skip(), gr.skip(), _status(job.id, event.text, notes), gr.skip()
+                yield skip, skip, _status(job.id, event.text, notes), skip, skip
             elif isinstance(event, FinishedEvent):
                 raise_if_failed(event)
                 result = event.result
                 path = result.outputs[0] if result and result.outputs else None
-                yield path, gr.skip(), _status(job.id, status_line(event), notes), \
-                    (result.metadata if result else None)
+                yield path, skip, _status(job.id, status_line(event), notes), \
+                    (result.metadata if result else None), None
 
     size_preset = size_preset_picker(presets)
     settings_from_file = settings_file_loader("i2v", "image-to-video", tab.fill, len(tab.fill_outputs))
 
-    run_event = generate.click(
-        ui_i2v, [image, end_image, *fields.values()], [video, preview, status, metadata],
+    running_job = gr.State(None)  # the job this page started, for Stop
+    generate.click(
+        ui_i2v, [image, end_image, *fields.values()], [video, preview, status, metadata, running_job],
         api_name="ui_i2v", api_visibility="private", concurrency_id="gpu", concurrency_limit=1,
         show_progress_on=[video],
     )
-    stop.click(None, None, None, cancels=[run_event], api_name="ui_i2v_stop", api_visibility="private")
+    stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_i2v_stop",
+               api_visibility="private", queue=False)
     holder["preset"].change(size_preset, holder["preset"], [fields["width"], fields["height"]],
                             api_name="ui_i2v_size", api_visibility="private", queue=False)
     settings_file.upload(settings_from_file, settings_file, tab.fill_outputs, api_name="ui_i2v_settings_file",

@@ -52,3 +52,15 @@ def status_line(finished: FinishedEvent) -> str:
     if finished.status == FAILED:
         return f"Failed: {redact(finished.error or '')}"
     return "Done."
+
+
+def stop_running(cancel: Callable[[str], bool]) -> Callable[[str | None], None]:
+    """Stop tells the runner, not Gradio: the handler then receives the cancelled job's end and shows
+    "Stopped" (plus what was kept); a Gradio `cancels=` would kill it before that last update and the
+    user would see a bare "Error" badge."""
+    def stop(job_id: str | None) -> None:
+        if job_id:
+            cancel(job_id)
+        else:
+            gr.Info("Nothing is running yet: a job waiting its turn in the queue can be stopped once it starts.")
+    return stop

@@ -10,7 +10,7 @@ from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
-from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
+from diffbox.ui.jobs import follow, raise_if_failed, status_line, stop_running, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import qwen_edit
@@ -157,18 +157,19 @@ def build_qwen_tab(services: Services) -> QwenTab:
         mask = chosen_mask(editor_value, file_path) if params.get("mode") == "inpaint" else None
         job = submit_or_explain(lambda: services.submit_qwen_edit(params, _paths(gallery), mask, control_path))
         notes: list[str] = []
-        yield gr.skip(), f"Job `{job.id}` waiting for the GPU…", gr.skip()
+        skip = gr.skip()
+        yield skip, f"Job `{job.id}` waiting for the GPU…", skip, job.id
         async for event in follow(job, progress):
             if isinstance(event, OutputEvent) and event.kind == "note":
                 notes.append(event.data)
-                yield gr.skip(), _status(job.id, "", notes), gr.skip()
+                yield skip, _status(job.id, "", notes), skip, skip
             elif isinstance(event, ProgressEvent) and event.step is None:
-                yield gr.skip(), _status(job.id, event.text, notes), gr.skip()
+                yield skip, _status(job.id, event.text, notes), skip, skip
             elif isinstance(event, FinishedEvent):
                 raise_if_failed(event)
                 result = event.result
-                yield (result.outputs if result else gr.skip()), _status(job.id, status_line(event), notes), \
-                    (result.metadata if result else None)
+                yield (result.outputs if result else skip), _status(job.id, status_line(event), notes), \
+                    (result.metadata if result else None), None
 
     def preview_mask(editor_value, file_path, invert_value, feather_value):
         """What the job will use: the sketch if anything is painted, else the uploaded file."""
@@ -209,19 +210,24 @@ def build_qwen_tab(services: Services) -> QwenTab:
     settings_from_file = settings_file_loader("qwen_edit", "Qwen-Image-Edit", tab.fill, len(tab.fill_outputs))
 
     private = {"api_visibility": "private", "queue": False}
-    run_event = generate.click(
-        ui_qwen_edit, [references, editor, mask_file, control_image, *fields.values()], [results, status, metadata],
+    running_job = gr.State(None)  # the job this page started, for Stop
+    generate.click(
+        ui_qwen_edit, [references, editor, mask_file, control_image, *fields.values()],
+        [results, status, metadata, running_job],
         api_name="ui_qwen_edit", api_visibility="private", concurrency_id="gpu", concurrency_limit=1,
         show_progress_on=[results],
     )
-    stop.click(None, None, None, cancels=[run_event], api_name="ui_qwen_edit_stop", api_visibility="private")
+    stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_qwen_edit_stop",
+               api_visibility="private", queue=False)
     references.change(references_changed, references, [editor, selected_ref], api_name="ui_qwen_refs", **private)
     references.select(remember, None, selected_ref, api_name="ui_qwen_ref_select", **private)
     remove_ref.click(remove_selected, [references, selected_ref], [references, selected_ref],
                      api_name="ui_qwen_remove_ref", **private)
     clear_refs.click(lambda: ([], None), None, [references, selected_ref], api_name="ui_qwen_clear_refs", **private)
     mask_inputs = [editor, mask_file, invert, feather]
-    gr.on([editor.change, mask_file.change, invert.change, feather.change], preview_mask, mask_inputs, mask_preview,
+    # A brush stroke fires the editor's input/apply, not change (seen in Chromium with Gradio 6.31).
+    mask_events = [editor.change, editor.input, editor.apply, mask_file.change, invert.change, feather.change]
+    gr.on(mask_events, preview_mask, mask_inputs, mask_preview,
           api_name="ui_qwen_mask_preview", show_progress="hidden", **private)
     clear_mask.click(lambda gallery: (_editor_over((_paths(gallery) or [None])[0]), None), references,
                      [editor, mask_file], api_name="ui_qwen_clear_mask", **private)

@@ -9,7 +9,7 @@ import gradio as gr
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import build_form, fill_components, fill_updates, values_to_params
-from diffbox.ui.jobs import follow, raise_if_failed, status_line, submit_or_explain
+from diffbox.ui.jobs import follow, raise_if_failed, status_line, stop_running, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.workflows import svi
@@ -118,20 +118,21 @@ def build_svi_tab(services: Services) -> SVITab:
 
     async def stream_job(job):
         shown: list[str] = []
-        yield None, [], f"Job `{job.id}` waiting for the GPU…", None, None
+        skip = gr.skip()
+        yield None, [], f"Job `{job.id}` waiting for the GPU…", None, None, job.id
         async for event in follow(job):
             if isinstance(event, OutputEvent) and event.kind == "clip":
                 shown.append(event.path)
-                yield event.path, list(shown), gr.skip(), gr.skip(), gr.skip()
+                yield event.path, list(shown), skip, skip, skip, skip
             elif isinstance(event, ProgressEvent):
-                yield gr.skip(), gr.skip(), f"Job `{job.id}`: {event.text}", gr.skip(), gr.skip()
+                yield skip, skip, f"Job `{job.id}`: {event.text}", skip, skip, skip
             elif isinstance(event, FinishedEvent):
                 raise_if_failed(event)
                 result = event.result
                 path = result.outputs[0] if result and result.outputs else None
                 kept = f" {len(shown)} clip(s) kept and stitched." if shown else ""
-                yield gr.skip(), gr.skip(), f"Job `{job.id}`: {status_line(event)}{kept}", path, \
-                    (result.metadata if result else None)
+                yield skip, skip, f"Job `{job.id}`: {status_line(event)}{kept}", path, \
+                    (result.metadata if result else None), None
 
     async def ui_svi(image_path, *values):
         job = submit_or_explain(lambda: services.submit_svi(to_params(values), image_path))
@@ -143,12 +144,12 @@ def build_svi_tab(services: Services) -> SVITab:
         async for update in stream_job(job):
             yield update
 
-    outputs = [stream, clips, status, video, metadata]
+    running_job = gr.State(None)  # the job this page started, for Stop
+    outputs = [stream, clips, status, video, metadata, running_job]
     gpu = {"concurrency_id": "gpu", "concurrency_limit": 1, "api_visibility": "private"}
-    run_event = generate.click(ui_svi, [image, *fields.values()], outputs, api_name="ui_svi", **gpu)
-    extend_event = extend.click(ui_svi_extend, [extend_job, *fields.values()], outputs, api_name="ui_svi_extend",
-                                **gpu)
-    stop.click(None, None, None, cancels=[run_event, extend_event], api_name="ui_svi_stop", api_visibility="private")
+    generate.click(ui_svi, [image, *fields.values()], outputs, api_name="ui_svi", **gpu)
+    extend.click(ui_svi_extend, [extend_job, *fields.values()], outputs, api_name="ui_svi_extend", **gpu)
+    stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_svi_stop", api_visibility="private", queue=False)
     preset_fields = list(svi.DISTILL_PRESET)
     distill.click(lambda: [svi.DISTILL_PRESET[name] for name in preset_fields], None,
                   [fields[name] for name in preset_fields], api_name="ui_svi_distill", api_visibility="private",

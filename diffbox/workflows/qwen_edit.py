@@ -72,7 +72,8 @@ SPEC = ParamSpec("qwen_edit", (
           "width × height."),
     Param("model", "str", "", "Qwen-Image-Edit model from the local library; empty = the first one found. "
           "Generate mode prefers a Qwen-Image text-to-image model when the library has one."),
-    Param("loras", "list", [], "LoRAs from the library, each with a weight.", item=lora_entry(("weight",)), max_items=8),
+    Param("loras", "list", [], "LoRAs from the library, each with a weight.", item=lora_entry(("weight",)),
+          max_items=8),
     Param("num_inference_steps", "int", 30, "Denoising steps.", tier="advanced", minimum=1, maximum=200),
     Param("true_cfg_scale", "float", 4.0, "Prompt strength (classifier-free guidance; needs a negative "
           "prompt, so an empty one is sent as a single space, as the model card does).", tier="advanced",

@@ -1,0 +1,77 @@
+"""README.md's API snippets, run exactly as written against `python app.py --demo`.
+
+The only change is the address (the app listens on a free port, not 7860). The files the snippets
+name are made in the working directory, and the SVI LoRA file names they use are put under models/
+(copies of the tiny demo LoRAs), as a user would after downloading them.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import read_frames
+from test_app import start_app
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+DOC_URL = "http://127.0.0.1:7860/"
+
+
+def api_snippets() -> list[str]:
+    section = README.split("\n## API\n", 1)[1].split("The model hub is scriptable", 1)[0]
+    return re.findall(r"```python\n(.+?)\n```", section, re.S)
+
+
+def test_the_api_section_has_one_snippet_per_workflow_and_health():
+    snippets = api_snippets()
+    assert len(snippets) == 4
+    for name, snippet in zip(("/i2v", "/svi", "/qwen_edit", "/health"), snippets):
+        assert name in snippet
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, demo_models):
+    home = tmp_path_factory.mktemp("readme-api") / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    for expert in ("high", "low"):
+        names = re.findall(rf'"svi_lora_{expert}": "([^"]+)"', README)
+        assert names, f"README's SVI snippet names no svi_lora_{expert} file"
+        shutil.copy(demo_models["wan22-i2v"].parent / "loras" / f"wan-lora-{expert}.safetensors",
+                    home / "models" / names[0])
+    process, url, _ = start_app(home)
+    yield url
+    process.terminate()
+    process.wait(30)
+
+
+def test_readme_api_snippets_run_against_the_demo_app(app, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (64, 48), (30, 120, 220)).save("start.png")
+    Image.new("RGB", (64, 48), (200, 60, 40)).save("photo.png")
+    mask = Image.new("L", (64, 48), 0)
+    mask.paste(255, (16, 12, 48, 36))
+    mask.save("mask.png")
+    snippets = api_snippets()
+    assert DOC_URL in snippets[0] and DOC_URL in snippets[-1]
+    namespace: dict = {}
+    for snippet in snippets:
+        exec(compile(snippet.replace(DOC_URL, app), "README.md", "exec"), namespace)  # noqa: S102
+
+    printed = capsys.readouterr().out
+    frames = read_frames(namespace["video"])
+    assert len(frames) == 17 and frames[0].shape == (128, 128, 3)
+    clips = re.findall(r"clip_\d+\.mp4 (\d+)", printed)
+    assert [int(c) for c in clips] == [0, 1, 2, 3], printed[-3000:]
+    stitched = len(read_frames(namespace["stitched"]))
+    longer = namespace["longer"]
+    assert Path(longer[0] if isinstance(longer, (list, tuple)) else longer).is_file()
+    assert stitched > len(read_frames(namespace["job"].outputs()[0][0]))
+    pngs = namespace["pngs"]
+    assert len(pngs) == 1
+    with Image.open(pngs[0]) as image:
+        assert image.size == (64, 48)  # match_input_size
+    assert "'ok': True" in printed and "'device': 'cpu'" in printed
