@@ -15,14 +15,9 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-PARAMS = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 4, "seed": 1, "prompt": "a square"}
+from _demo import PARAMS, ROOT, start_demo_services
 
 
 def timed(fns: dict, runs: int) -> dict[str, float]:
@@ -46,16 +41,7 @@ def main() -> int:
     import torch
     from diffusers.utils import export_to_video
     from PIL import Image
-
-    from diffbox.services import Services
-    from diffbox.settings import Settings, prepare_home
-
-    home = Path(tempfile.mkdtemp(prefix="diffbox-bench-"))
-    settings = Settings(home=home, demo=True)
-    prepare_home(settings, env={})
-    services = Services.start(settings)
-    image_path = home / "start.png"
-    Image.new("RGB", (32, 32), (10, 120, 200)).save(image_path)
+    services, home, image_path = start_demo_services()
     model = services.resolve_model("i2v", "")
     pipe = services.cache.get(model.path).pipe
     negative = services.specs["i2v"]["negative_prompt"].default

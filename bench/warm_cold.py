@@ -13,14 +13,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-PARAMS = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 4, "seed": 1, "prompt": "a square"}
+from _demo import PARAMS, start_demo_services
 
 
 def main() -> int:
@@ -28,17 +23,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    from PIL import Image
-
-    from diffbox.services import Services
-    from diffbox.settings import Settings, prepare_home
-
-    home = Path(tempfile.mkdtemp(prefix="diffbox-bench-"))
-    settings = Settings(home=home, demo=True)
-    prepare_home(settings, env={})
-    services = Services.start(settings)
-    image_path = home / "start.png"
-    Image.new("RGB", (32, 32), (10, 120, 200)).save(image_path)
+    services, home, image_path = start_demo_services()
 
     def job() -> float:
         start = time.perf_counter()
