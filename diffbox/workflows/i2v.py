@@ -116,17 +116,27 @@ def configure(pipe, params: dict) -> None:
     tuning.set_vae_tiling(pipe, params["vae_tiling"], params["vae_tile_size"], params["vae_tile_stride"])
 
 
-def run(ctx: JobContext, pipe, job: I2VInput, model_name: str, loras: list[LoraRequest] = (),
-        extra_metadata: dict | None = None) -> JobResult:
-    p = job.params
-    configure(pipe, p)
-    if p["compile"]:
+def apply_job_settings(ctx: JobContext, pipe, params: dict, loras, runs_on=None) -> bool:
+    """Expert settings, compile and LoRAs for this job; returns whether both experts are in play.
+
+    `runs_on` is the pipeline object that will be called when it is not `pipe` itself (SVI's view over
+    the same modules); compiling is marked on the cached `pipe`, so it happens once per model.
+    """
+    target = runs_on if runs_on is not None else pipe
+    configure(target, params)
+    if params["compile"]:
         ctx.progress("compiling the transformers (first time only)")
         tuning.compile_experts(pipe)
     if loras:
         ctx.progress("applying LoRAs")
-    apply_loras(pipe, list(loras))
-    two_experts = getattr(pipe, "transformer_2", None) is not None and pipe.config.boundary_ratio is not None
+    apply_loras(target, list(loras))
+    return getattr(target, "transformer_2", None) is not None and target.config.boundary_ratio is not None
+
+
+def run(ctx: JobContext, pipe, job: I2VInput, model_name: str, loras: list[LoraRequest] = (),
+        extra_metadata: dict | None = None) -> JobResult:
+    p = job.params
+    two_experts = apply_job_settings(ctx, pipe, p, loras)
 
     def preview(step: int, tensors: dict) -> None:
         if p["preview_every"] and step % p["preview_every"] == 0 and "latents" in tensors:

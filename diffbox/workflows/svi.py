@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from diffbox import __version__
 from diffbox.engine import tuning
-from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
+from diffbox.engine.loras import LoraRequest, file_sha256
 from diffbox.engine.runner import Cancelled, JobContext, JobResult
 from diffbox.params import InvalidParams, Param, SEED_MAX
 from diffbox.workflows import i2v
@@ -308,14 +308,7 @@ def run(ctx: JobContext, pipe, job: SVIInput, model_name: str, loras: list[LoraR
         extra_metadata: dict | None = None) -> JobResult:
     p = job.params
     view = svi_view(pipe)
-    i2v.configure(view, p)
-    if p["compile"]:
-        ctx.progress("compiling the transformers (first time only)")
-        tuning.compile_experts(pipe)
-    if loras:
-        ctx.progress("applying LoRAs")
-    apply_loras(view, list(loras))
-    two_experts = view.transformer_2 is not None and view.config.boundary_ratio is not None
+    two_experts = i2v.apply_job_settings(ctx, pipe, p, loras, runs_on=view)
 
     ctx.progress("encoding the anchor image")
     anchor_pixels = np.asarray(job.image, dtype=np.float32) / 255.0
