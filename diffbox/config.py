@@ -273,15 +273,22 @@ def _seed(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _object_with(raw: Any, where: str, fields: tuple[str, ...], noun: str, errors: _Errors) -> bool:
+    """True when `raw` is an object holding only `fields`; otherwise records why, naming the field."""
+    if not isinstance(raw, dict):
+        errors.add(where, f"must be an object ({', '.join(fields)}), got {_type(raw)}")
+        return False
+    unknown = sorted(k for k in raw if k not in fields)
+    if unknown:
+        errors.add(f"{where}.{_short(unknown[0], 40)}", f"is not a {noun} field ({', '.join(fields)})")
+        return False
+    return True
+
+
 def _clean_file(raw: Any, where: str, errors: _Errors) -> dict | None:
     if isinstance(raw, str):
         raw = {"name": raw}
-    if not isinstance(raw, dict):
-        errors.add(where, f"must be an object with name, size, sha256, got {_type(raw)}")
-        return None
-    unknown = sorted(set(raw) - {"name", "size", "sha256"})
-    if unknown:
-        errors.add(f"{where}.{_short(unknown[0], 40)}", "is not a file field (name, size, sha256)")
+    if not _object_with(raw, where, ("name", "size", "sha256"), "file", errors):
         return None
     name = raw.get("name")
     try:
@@ -308,12 +315,7 @@ MODEL_FIELDS = ("source", "id", "revision", "files", "whole_repo", "title")
 
 def clean_model(raw: Any, where: str, errors: _Errors) -> dict | None:
     """A pinned model: where it comes from, exactly which revision, which files and their hashes."""
-    if not isinstance(raw, dict):
-        errors.add(where, f"must be an object ({', '.join(MODEL_FIELDS)}), got {_type(raw)}")
-        return None
-    unknown = sorted(k for k in raw if k not in MODEL_FIELDS)
-    if unknown:
-        errors.add(f"{where}.{_short(unknown[0], 40)}", f"is not a model field ({', '.join(MODEL_FIELDS)})")
+    if not _object_with(raw, where, MODEL_FIELDS, "model", errors):
         return None
     source = raw.get("source")
     if source not in MODEL_SOURCES:
@@ -385,12 +387,7 @@ PRESET_FIELDS = ("workflow", "name", "params", "models", "description")
 def clean_preset(raw: Any, where: str, specs: Mapping[str, ParamSpec], errors: _Errors,
                  notes: list[str] | None = None) -> dict | None:
     """A named set of form values for one workflow, optionally with the models it needs."""
-    if not isinstance(raw, dict):
-        errors.add(where, f"must be an object ({', '.join(PRESET_FIELDS)}), got {_type(raw)}")
-        return None
-    unknown = sorted(k for k in raw if k not in PRESET_FIELDS)
-    if unknown:
-        errors.add(f"{where}.{_short(unknown[0], 40)}", f"is not a preset field ({', '.join(PRESET_FIELDS)})")
+    if not _object_with(raw, where, PRESET_FIELDS, "preset", errors):
         return None
     workflow = raw.get("workflow")
     if not isinstance(workflow, str) or not WORKFLOW.fullmatch(workflow):
