@@ -25,4 +25,6 @@ EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
     CMD curl -fsS http://127.0.0.1:7860/health || exit 1
 
+# On 0.0.0.0 a login is required: DIFFBOX_AUTH (the RunPod template takes it from a secret), else a
+# password is generated and printed once in the container's log.
 CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860"]

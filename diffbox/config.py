@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from diffbox.hub.safety import CONFIG_SUFFIXES, WEIGHT_SUFFIXES, safe_relative_path
-from diffbox.params import InvalidParams, ParamSpec
+from diffbox.params import InvalidParams, ParamSpec, is_text
 
 CURRENT_VERSION = 1
 MAX_FILE_BYTES = 4_000_000
@@ -214,6 +214,8 @@ def check_name(value: Any) -> str:
         raise ValueError(f"is too long ({len(name)} characters, at most {MAX_NAME})")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ValueError("must not contain control characters")
+    if not is_text(name):
+        raise ValueError("holds a lone surrogate (such as \\ud800), which is not text")
     if "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"must not contain / or \\ or be . or .. (got {_show(name)})")
     return name
@@ -234,6 +236,26 @@ def _json_value(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def _names_library_file(param: str) -> bool:
+    """Parameters whose value names a model or LoRA in the library: model, controlnet, loras, svi_lora_high…"""
+    return param in ("model", "controlnet", "loras") or "lora" in param.split("_")
+
+
+def library_name_problem(value: Any) -> str | None:
+    """Why a model/LoRA name could point outside models/ (an absolute path, ~, a drive, ..), or None.
+
+    Names are paths relative to models/ (demo/wan22-i2v, loras/orbit.safetensors); a config is data
+    from elsewhere, so it may not aim the app at /etc or ../.. even where the library would refuse it."""
+    names = [v.get("name") if isinstance(v, dict) else v for v in (value if isinstance(value, list) else [value])]
+    for name in names:
+        if not isinstance(name, str) or not name:
+            continue
+        text = name.replace("\\", "/")
+        if text.startswith(("/", "~")) or re.match(r"[A-Za-z]:", text) or ".." in text.split("/") or "\0" in text:
+            return f"must name a model inside models/ (like demo/wan22-i2v), not a path: got {_show(name)}"
+    return None
+
+
 def clean_params(values: Any, where: str, workflow: str, specs: Mapping[str, ParamSpec],
                  errors: _Errors) -> dict | None:
     """Partial parameters (only the keys given), cleaned by the workflow's spec when it is registered.
@@ -245,6 +267,12 @@ def clean_params(values: Any, where: str, workflow: str, specs: Mapping[str, Par
         return None
     if len(values) > MAX_PARAMS:
         errors.add(where, f"has {len(values)} parameters, at most {MAX_PARAMS}")
+        return None
+    escapes = {k: library_name_problem(v) for k, v in values.items() if isinstance(k, str) and _names_library_file(k)}
+    for key, reason in escapes.items():
+        if reason:
+            errors.add(f"{where}.{key}", reason)
+    if any(escapes.values()):
         return None
     spec = specs.get(workflow)
     if spec is None:

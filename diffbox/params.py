@@ -177,6 +177,21 @@ def _clean_list(param: Param, value: Any) -> list:
     return cleaned
 
 
+def is_text(value: Any) -> bool:
+    """False if `value` (or a string inside it) holds a lone UTF-16 surrogate, which no file can store."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, Mapping):
+        return all(is_text(k) and is_text(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(is_text(item) for item in value)
+    return True
+
+
 _CLEANERS: dict[str, Callable[[Param, Any], Any]] = {
     "int": _clean_int, "float": _clean_float, "bool": _clean_bool, "str": _clean_str,
     "text": _clean_str, "choice": _clean_choice, "seed": _clean_seed, "list": _clean_list,
@@ -227,6 +242,13 @@ class ParamSpec:
         if not isinstance(values, Mapping):
             raise InvalidParams({"params": f"must be a JSON object of parameters, got {type(values).__name__}"})
         errors: dict[str, str] = {}
+        for key, value in values.items():  # unencodable text would only fail later, when saved
+            if not is_text(key):
+                errors["params"] = "a parameter name holds a lone surrogate (such as \\ud800), which is not text"
+            elif not is_text(value):
+                errors[str(key)] = "holds a lone surrogate (such as \\ud800), which is not text; retype it"
+        if errors:
+            raise InvalidParams(errors)
         unknown = [str(k) for k in values if k not in self]
         if unknown:
             errors["params"] = (f"unknown parameter{'s' if len(unknown) > 1 else ''} "

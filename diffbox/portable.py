@@ -26,7 +26,6 @@ from diffbox.store import atomic_write_text
 log = logging.getLogger(__name__)
 
 ACTIVE_DOWNLOADS = ("queued", "downloading", "verifying")
-KEEP_EXPORTS = 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,18 +112,30 @@ def export_document(services, include_tokens: bool = False) -> dict:
     return doc
 
 
-def export_file(services, include_tokens: bool = False) -> Path:
-    """Writes the export under cache/exports/ (0600: it may hold tokens) and returns its path."""
-    folder = services.settings.cache_dir / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"diffbox-config-{time.strftime('%Y%m%d-%H%M%S')}{'-with-tokens' if include_tokens else ''}.json"
+def export_file(services, include_tokens: bool = False, *, folder: Path) -> Path:
+    """Writes the export (0600: it may hold tokens) into `folder` and returns its path.
+
+    Nothing is kept under the home: the caller owns the folder, hands the file over and removes it
+    (the UI and API write into a one-time folder, see diffbox.ui.handover).
+    """
+    path = Path(folder) / f"diffbox-config-{time.strftime('%Y%m%d-%H%M%S')}{'-with-tokens' if include_tokens else ''}.json"
     doc = export_document(services, include_tokens)
     atomic_write_bytes(path, json.dumps(doc, indent=2, ensure_ascii=False).encode("utf-8"), mode=0o600)
-    for stale in sorted(folder.glob("diffbox-config-*.json"), key=lambda p: p.stat().st_mtime)[:-KEEP_EXPORTS]:
-        stale.unlink(missing_ok=True)  # the Config tab writes one per visit; old ones (maybe with tokens) go
-    log.info("config exported to %s (%d preset(s), %d model(s), tokens %s)", path, len(doc["presets"]),
-             len(doc["models"]), "included" if "tokens" in doc else "left out")
+    log.info("config exported (%d preset(s), %d model(s), tokens %s)", len(doc["presets"]), len(doc["models"]),
+             "included" if "tokens" in doc else "left out")
     return path
+
+
+def remove_kept_exports(cache_dir: Path) -> int:
+    """Earlier versions kept the last ten exports, some with tokens, in cache/exports/; they go at start."""
+    folder = Path(cache_dir) / "exports"
+    removed = 0
+    for old in folder.glob("diffbox-config-*.json"):
+        old.unlink(missing_ok=True)
+        removed += 1
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +325,7 @@ def summary(report: dict) -> str:
 
 
 __all__ = ["ConfigError", "apply", "apply_user_defaults", "export_document", "export_file", "import_bytes",
-           "plan_import", "read_document", "read_preferences", "summary", "write_preferences"]
+           "plan_import", "read_document", "read_preferences", "remove_kept_exports", "summary", "write_preferences"]
 
 
 def import_at_start(services, source: str) -> dict | None:

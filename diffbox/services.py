@@ -214,7 +214,7 @@ class Services:
         placement more conservative with VAE tiling (the cache says which), else a clear error."""
         ctx.progress("loading model")
         loaded = self.cache.get(path, dtype=params["dtype"], weights=params["weights"],
-                                placement=params["placement"], log=ctx.note)
+                                placement=params["placement"], vae_dtype=params["vae_dtype"], log=ctx.note)
         try:
             with self.cache.measure(loaded, log=ctx.note):
                 return attempt(ctx, loaded, params)
@@ -235,7 +235,10 @@ class Services:
             raise
 
     def health(self) -> dict:
+        """Every job the app holds is the runner's (it is the only GPU queue), so `waiting` counts them all;
+        `position` is a waiting job's place in line (1 = next)."""
         active = self.runner.active()
+        line = {job.id: place for place, job in enumerate(self.runner.waiting(), start=1)}
         return {
             "ok": True,
             "version": __version__,
@@ -244,5 +247,6 @@ class Services:
             "queue": {"running": sum(1 for j in active if j.state == RUNNING),
                       "waiting": sum(1 for j in active if j.state == QUEUED),
                       "jobs": [{"id": j.id, "workflow": j.workflow, "state": j.state, "stage": j.stage,
-                                "step": j.steps_done, "total": j.steps_total} for j in active]},
+                                "step": j.steps_done, "total": j.steps_total, "position": line.get(j.id)}
+                               for j in active]},
         }

@@ -8,6 +8,7 @@ Home folder: --home / DIFFBOX_HOME, else /workspace/diffbox when /workspace is w
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from diffbox import __version__
 
 RUNPOD_VOLUME = Path("/workspace")
 DEFAULT_PORT = 7860
+DEFAULT_MAX_UPLOAD_MB = 100.0  # far above any start image or mask; a config file is capped much lower
+DEFAULT_UPLOAD_TTL_HOURS = 24.0
 
 
 class SettingsError(ValueError):
@@ -35,6 +38,14 @@ class Settings:
     demo: bool = False
     hf_token: str | None = field(default=None, repr=False)
     civitai_token: str | None = field(default=None, repr=False)
+    no_auth: bool = False
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    upload_ttl_hours: float = DEFAULT_UPLOAD_TTL_HOURS
+
+    @property
+    def loopback_only(self) -> bool:
+        """Bound to this machine only (127.0.0.0/8, ::1, localhost): nobody else can reach it."""
+        return is_loopback(self.host)
 
     @property
     def models_dir(self) -> Path:
@@ -73,10 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="interface to listen on (env DIFFBOX_HOST; default 127.0.0.1, "
                         "use 0.0.0.0 on a pod)")
-    parser.add_argument("--port", type=int, help=f"port (env DIFFBOX_PORT; default {DEFAULT_PORT})")
+    # --port is read as text so that a bad value gets the same one-line message as DIFFBOX_PORT.
+    parser.add_argument("--port", help=f"port (env DIFFBOX_PORT; default {DEFAULT_PORT})")
     parser.add_argument("--share", action="store_true", default=None,
                         help="ask Gradio for a public share link (env DIFFBOX_SHARE=1)")
-    parser.add_argument("--auth", metavar="USER:PASS", help="require a login (env DIFFBOX_AUTH)")
+    parser.add_argument("--auth", metavar="USER:PASS", help="require a login (env DIFFBOX_AUTH); on a host other "
+                        "than this machine's loopback a password is generated when none is given")
+    parser.add_argument("--no-auth", action="store_true", default=None,
+                        help="serve a non-loopback host or share link with no login at all (env DIFFBOX_NO_AUTH=1); "
+                             "anyone who reaches the port can run jobs, see outputs and download with your tokens")
+    parser.add_argument("--max-upload-mb", metavar="MB", help=f"largest file a browser or client may upload "
+                        f"(env DIFFBOX_MAX_UPLOAD_MB; default {DEFAULT_MAX_UPLOAD_MB:g})")
+    parser.add_argument("--upload-ttl-hours", metavar="HOURS", help="uploads and Gradio's copies of outputs are "
+                        f"deleted after this long (env DIFFBOX_UPLOAD_TTL_HOURS; default {DEFAULT_UPLOAD_TTL_HOURS:g})")
     parser.add_argument("--home", metavar="DIR", help="where models, outputs, db and cache live (env DIFFBOX_HOME)")
     parser.add_argument("--config", metavar="FILE", help="import a diffbox config at start (env DIFFBOX_CONFIG)")
     parser.add_argument("--demo", action="store_true", default=None,
@@ -98,6 +118,15 @@ def parse_auth(value: str | None, source: str) -> tuple[str, str] | None:
     return user, password
 
 
+def parse_auth_value(value: str | None, source: str) -> tuple[str, str] | None:
+    """parse_auth, plus a RunPod template whose secret was never created: its `{{ RUNPOD_SECRET_… }}`
+    would otherwise become a password anyone can read in the template."""
+    if value and ("{{" in value or "RUNPOD_SECRET_" in value):
+        raise SettingsError(f"{source} holds an unfilled RunPod secret reference: create the secret (the "
+                            f"RunPod console's Secrets page), or leave {source} empty to get a generated password")
+    return parse_auth(value, source)
+
+
 def parse_port(value: int | str | None, source: str) -> int:
     if value is None or value == "":
         return DEFAULT_PORT
@@ -108,6 +137,30 @@ def parse_port(value: int | str | None, source: str) -> int:
     if not 1 <= port <= 65535:
         raise SettingsError(f"{source} must be between 1 and 65535, got {port}")
     return port
+
+
+def parse_positive(value: str | None, source: str, default: float) -> float:
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{source} must be a number, got {value!r}") from None
+    if not 0 < number < float("inf"):
+        raise SettingsError(f"{source} must be more than 0, got {value!r}")
+    return number
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; everything else (0.0.0.0, ::, a LAN address, a name) is reachable
+    from elsewhere, or may be."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_writable_dir(path: Path) -> bool:
@@ -132,16 +185,28 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     home, _ = resolve_home(args.home, env)
     auth_source = "--auth" if args.auth else "DIFFBOX_AUTH"
     port_source = "--port" if args.port is not None else "DIFFBOX_PORT"
+    upload_source = "--max-upload-mb" if args.max_upload_mb is not None else "DIFFBOX_MAX_UPLOAD_MB"
+    ttl_source = "--upload-ttl-hours" if args.upload_ttl_hours is not None else "DIFFBOX_UPLOAD_TTL_HOURS"
+    auth = parse_auth_value(args.auth or env.get("DIFFBOX_AUTH"), auth_source)
+    no_auth = bool(args.no_auth) or _truthy(env.get("DIFFBOX_NO_AUTH"))
+    if auth and no_auth:
+        raise SettingsError(f"{auth_source} and --no-auth/DIFFBOX_NO_AUTH contradict each other: keep one")
     return Settings(
         home=home,
         host=args.host or env.get("DIFFBOX_HOST") or "127.0.0.1",
         port=parse_port(args.port if args.port is not None else env.get("DIFFBOX_PORT"), port_source),
         share=bool(args.share) or _truthy(env.get("DIFFBOX_SHARE")),
-        auth=parse_auth(args.auth or env.get("DIFFBOX_AUTH"), auth_source),
+        auth=auth,
         config=args.config or env.get("DIFFBOX_CONFIG") or None,
         demo=bool(args.demo) or _truthy(env.get("DIFFBOX_DEMO")),
         hf_token=env.get("HF_TOKEN") or None,
         civitai_token=env.get("CIVITAI_TOKEN") or None,
+        no_auth=no_auth,
+        max_upload_mb=parse_positive(args.max_upload_mb if args.max_upload_mb is not None
+                                     else env.get("DIFFBOX_MAX_UPLOAD_MB"), upload_source, DEFAULT_MAX_UPLOAD_MB),
+        upload_ttl_hours=parse_positive(args.upload_ttl_hours if args.upload_ttl_hours is not None
+                                        else env.get("DIFFBOX_UPLOAD_TTL_HOURS"), ttl_source,
+                                        DEFAULT_UPLOAD_TTL_HOURS),
     )
 
 

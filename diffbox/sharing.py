@@ -1,7 +1,9 @@
-"""Who may open the app: a public share link always needs a login.
+"""Who may open the app: anything reachable from another machine needs a login.
 
-With --share and no --auth/DIFFBOX_AUTH, a password is generated for this run and printed once
-to the terminal (stdout), never to the log file, and registered for redaction.
+That is a public share link, and any host other than this machine's loopback (0.0.0.0 on a pod sits
+behind a proxy URL anyone can type). With no --auth/DIFFBOX_AUTH a password is generated for this
+run, printed once to the terminal (stdout), never to the log file, and registered for redaction.
+--no-auth/DIFFBOX_NO_AUTH turns the login off, with a warning that cannot be missed.
 """
 
 from __future__ import annotations
@@ -14,18 +16,39 @@ from diffbox.settings import Settings
 GENERATED_USER = "diffbox"
 
 
+def reachable_from_elsewhere(settings: Settings) -> bool:
+    return settings.share or not settings.loopback_only
+
+
+def _where(settings: Settings) -> str:
+    if settings.share:
+        return "a share link is public"
+    return f"host {settings.host} can be reached from other machines"
+
+
 def resolve_auth(settings: Settings) -> tuple[tuple[str, str] | None, str | None]:
     """(the auth to launch with, the generated password or None)."""
-    if settings.auth or not settings.share:
+    if settings.auth:
         return settings.auth, None
+    if settings.no_auth or not reachable_from_elsewhere(settings):
+        return None, None
     password = secrets.token_urlsafe(12)
     register_secrets([password])
     return (GENERATED_USER, password), password
 
 
-def login_note(password: str) -> str:
-    return (f"diffbox: a share link is public, so a login is required: user {GENERATED_USER!r}, password "
+def login_note(settings: Settings, password: str) -> str:
+    return (f"diffbox: {_where(settings)}, so a login is required: user {GENERATED_USER!r}, password "
             f"{password!r} (generated for this run; set DIFFBOX_AUTH=user:pass to choose your own)")
+
+
+def no_auth_warning(settings: Settings) -> str | None:
+    """The warning for --no-auth where it matters (on loopback there is nobody else to keep out)."""
+    if not settings.no_auth or not reachable_from_elsewhere(settings):
+        return None
+    return (f"diffbox: WARNING: --no-auth: {_where(settings)} and NO LOGIN is required. Anyone who reaches "
+            "it can run jobs, see every output and the history, and download with your saved tokens. "
+            "Drop --no-auth (a password is then generated) or set DIFFBOX_AUTH=user:pass.")
 
 
 def offline_note(local_url: str) -> str:

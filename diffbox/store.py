@@ -1,21 +1,27 @@
-"""tinydb with atomic writes: job history now, models and presets later, one file each under db/.
+"""The app's small databases under db/: tinydb with atomic writes (models, presets, downloads, the
+catalog) and SQLite for the job history, which grows with every job.
 
-Every write goes to a temp file in the same folder, is fsynced and renamed over the old file,
-so a kill -9 (or a pod torn down) at any moment leaves the last good database, never half of one.
+Every tinydb write goes to a temp file in the same folder, is fsynced and renamed over the old file,
+so a kill -9 (or a pod torn down) at any moment leaves the last good database, never half of one;
+SQLite's own journal gives the job history the same guarantee one row at a time.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import resource
+import shutil
+import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from tinydb import Query, TinyDB
+from tinydb import TinyDB
 from tinydb.storages import Storage
 
 log = logging.getLogger(__name__)
@@ -100,14 +106,122 @@ def open_db(path: str | Path) -> TinyDB:
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
 
+RETRY_S = 5.0  # how often a record the disk refused is offered to it again
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, created_at REAL NOT NULL, workflow TEXT NOT NULL,
+                                 status TEXT NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_workflow ON jobs (workflow, created_at);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
+"""
+
+_SQLITE_REASONS = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_READONLY": "the database folder is read-only",
+    "SQLITE_CANTOPEN": "the database file cannot be opened (is the db folder writable?)",
+    "SQLITE_IOERR": "the disk reported an input/output error",
+}
+_ERRNO_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the disk is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EFBIG: "the file grew past this system's file-size limit",
+    errno.ENOTDIR: "a folder in its path is missing or is a file",
+    errno.EIO: "the disk reported an input/output error",
+}
+
+NEARLY_FULL = 16 * 1024**2  # free bytes below which a failed write is blamed on a full disk
+
+
+def likely_cause(folder: Path, otherwise: str = "the disk reported an input/output error") -> str:
+    """Why a write into `folder` failed when the writer did not say (ffmpeg, SQLite's I/O errors):
+    a full disk or a file-size limit (`ulimit -f`, which also surfaces as EFBIG); else `otherwise`."""
+    try:
+        if shutil.disk_usage(folder).free < NEARLY_FULL:
+            return "the disk is full"
+    except OSError:
+        pass
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"this process's file-size limit (ulimit -f) is {limit:,} bytes"
+    return otherwise
+
+
+def describe_storage_error(exc: BaseException, folder: Path | None = None) -> str:
+    """Why a write failed, in words a user can act on, without the path (it may be an internal one).
+    With `folder`, a vague failure (an I/O error) is narrowed down to a full disk or a size limit."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    vague = name.startswith("SQLITE_IOERR") or (isinstance(exc, OSError) and exc.errno == errno.EIO)
+    if folder is not None and vague:
+        return likely_cause(folder)
+    for code, reason in _SQLITE_REASONS.items():
+        if name.startswith(code):
+            return reason
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_REASONS:
+        return _ERRNO_REASONS[exc.errno]
+    if isinstance(exc, OSError):
+        return exc.strerror or exc.__class__.__name__
+    return str(exc) or exc.__class__.__name__
+
+
+class WriteFailed(OSError):
+    """Something the user would keep could not be written (disk full, read-only, a size limit, a file that
+    does not read back); str() is one sentence for the user, naming the file but not its folder."""
+
+
+class HistoryUnavailable(WriteFailed):
+    """The job history refused a new record; the job is not started."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """The job database; an unreadable one is moved aside (kept for the user) and a new one started."""
+    for attempt in (1, 2):
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous = FULL")  # a commit is on disk before it is acknowledged
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            db.executescript(_SCHEMA)
+            return db
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            if attempt == 2 or getattr(exc, "sqlite_errorname", "").startswith(tuple(_SQLITE_REASONS)):
+                raise
+            aside = path.with_name(f"{path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+            os.replace(path, aside)
+            log.warning("database %s was unreadable (%s); moved it aside to %s and started a new one", path,
+                        exc, aside)
+    raise AssertionError("unreachable")
+
 
 class JobHistory:
-    """Every job's record: state, params (with the seed actually used), outputs, timings, error."""
+    """Every job's record: state, params (with the seed actually used), outputs, timings, error.
 
-    def __init__(self, path: str | Path):
-        self._db = open_db(path)
-        self._table = self._db.table("jobs")
-        self._lock = threading.RLock()  # tinydb itself is not thread-safe
+    SQLite rather than a JSON document: a change writes one row, so the cost per job stays flat as
+    the history grows (a whole-file rewrite grew to seconds per job at 20,000 jobs), and a commit
+    is atomic and durable, so a kill -9 at any moment leaves the last acknowledged state.
+
+    A change the disk refuses (full, read-only) is kept in memory, shown by get/list as if saved,
+    and offered to the disk again every few seconds: a finished job never reads "running" forever.
+    Only `create` fails loudly, so a job that cannot be recorded is never started.
+    """
+
+    def __init__(self, path: str | Path, retry_s: float = RETRY_S):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path.with_suffix(".sqlite3")
+        self._retry_s = retry_s
+        self._lock = threading.RLock()
+        self._unsaved: dict[str, dict] = {}  # job id → changes its row does not hold yet
+        self._closed = threading.Event()
+        self._retrier: threading.Thread | None = None
+        self._db = _connect(self.path)
+        self._import_tinydb(path.with_suffix(".json"))
+
+    # -- writing -----------------------------------------------------------------------------------
 
     def create(self, workflow: str, params: dict[str, Any]) -> str:
         job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
@@ -117,35 +231,135 @@ class JobHistory:
             "outputs": [], "metadata": {}, "error": None, "steps_done": 0, "steps_total": None,
         }
         with self._lock:
-            self._table.insert(record)
+            try:
+                self._write([record])
+            except (sqlite3.Error, OSError) as exc:
+                raise HistoryUnavailable(f"the job could not be recorded in the history: "
+                                         f"{describe_storage_error(exc, self.path.parent)}") from None
         return job_id
 
-    def update(self, job_id: str, **fields: Any) -> None:
+    def update(self, job_id: str, **fields: Any) -> bool:
+        """Applies `fields`; False if the disk refused them (they are kept and retried, and shown meanwhile)."""
         with self._lock:
-            if not self._table.update(fields, Query().id == job_id):
-                raise KeyError(f"no job {job_id}")
+            pending = {**self._unsaved.pop(job_id, {}), **fields}
+            try:
+                self._apply(job_id, pending)
+                return True
+            except KeyError:
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                self._unsaved[job_id] = pending
+                log.warning("job %s: the history could not save its %s state (%s); keeping it in memory and "
+                            "retrying every %g s", job_id, pending.get("status", "latest"),
+                            describe_storage_error(exc, self.path.parent), self._retry_s)
+                self._start_retrying()
+                return False
 
-    def get(self, job_id: str) -> dict | None:
-        with self._lock:
-            return self._table.get(Query().id == job_id)
-
-    def list(self, limit: int = 200, workflow: str | None = None) -> list[dict]:
-        """Newest first."""
-        with self._lock:
-            rows: Iterable[dict] = self._table.all()
-        if workflow:
-            rows = [r for r in rows if r.get("workflow") == workflow]
-        return sorted(rows, key=lambda r: r.get("created_at") or 0, reverse=True)[:limit]
+    def _apply(self, job_id: str, changes: dict) -> None:
+        row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no job {job_id}")
+        self._write([{**json.loads(row[0]), **changes}])
 
     def mark_interrupted(self) -> int:
         """Jobs left queued/running by a previous process cannot be running now: say so in their record."""
         with self._lock:
-            stale = Query().status.one_of([QUEUED, RUNNING])
-            count = len(self._table.search(stale))
-            if count:
-                self._table.update({"status": FAILED, "finished_at": time.time(),
-                                    "error": "interrupted: the app stopped before this job finished"}, stale)
-        return count
+            stale = [job_id for (job_id,) in
+                     self._db.execute("SELECT id FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING))]
+            for job_id in stale:
+                self.update(job_id, status=FAILED, finished_at=time.time(),
+                            error="interrupted: the app stopped before this job finished")
+        return len(stale)
+
+    def _write(self, records: list[dict]) -> None:
+        rows = [(r["id"], r["created_at"], r["workflow"], r["status"],
+                 json.dumps(r, ensure_ascii=True, separators=(",", ":"), default=str)) for r in records]
+        self._db.execute("BEGIN")  # one transaction: all rows or none, one sync for all of them
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO jobs (id, created_at, workflow, status, record) "
+                                 "VALUES (?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the failure that brought us here is the one to report
+            raise
+
+    def flush(self) -> int:
+        """Offers the changes the disk refused to it again; returns how many jobs still have unsaved ones."""
+        with self._lock:
+            for job_id, changes in list(self._unsaved.items()):
+                try:
+                    self._apply(job_id, changes)
+                except (sqlite3.Error, OSError):
+                    break
+                except KeyError:
+                    log.warning("job %s vanished from the history; its unsaved changes are dropped", job_id)
+                del self._unsaved[job_id]
+                log.info("job %s: the history saved the changes it had kept in memory", job_id)
+            return len(self._unsaved)
+
+    def _start_retrying(self) -> None:
+        if self._retrier is not None and self._retrier.is_alive():
+            return
+
+        def retry() -> None:
+            while not self._closed.wait(self._retry_s):
+                if self.flush() == 0:
+                    return
+
+        self._retrier = threading.Thread(target=retry, name="history-retry", daemon=True)
+        self._retrier.start()
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _read(self, job_id: str) -> dict | None:
+        row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return {**json.loads(row[0]), **self._unsaved.get(job_id, {})} if row else None
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            return self._read(str(job_id))
+
+    def list(self, limit: int = 200, workflow: str | None = None) -> list[dict]:
+        """Newest first."""
+        where, args = ("WHERE workflow = ?", [workflow]) if workflow else ("", [])
+        with self._lock:
+            rows = self._db.execute(f"SELECT record FROM jobs {where} ORDER BY created_at DESC LIMIT ?",
+                                    [*args, max(0, int(limit))]).fetchall()
+            records = [json.loads(text) for (text,) in rows]
+            return [{**r, **self._unsaved.get(r["id"], {})} for r in records]
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _import_tinydb(self, legacy: Path) -> None:
+        """Brings in the history of versions that kept it in a tinydb JSON file, once, in one transaction;
+        the old file stays beside the new database as <name>.imported."""
+        for leftover in legacy.parent.glob(f"{TMP_MARK}{legacy.name}.*"):
+            leftover.unlink(missing_ok=True)
+        _quarantine_if_corrupt(legacy)
+        if not legacy.exists():
+            return
+        text = legacy.read_text(encoding="utf-8")
+        jobs = (json.loads(text) if text.strip() else {}).get("jobs", {})
+        records = [r for r in jobs.values() if isinstance(r, dict) and r.get("id")]
+        for record in records:
+            record.setdefault("created_at", 0.0)
+            record.setdefault("workflow", "")
+            record.setdefault("status", FAILED)
+        with self._lock:
+            self._write(records)
+        os.replace(legacy, legacy.with_name(legacy.name + ".imported"))
+        log.info("imported %d job record(s) from %s", len(records), legacy)
 
     def close(self) -> None:
-        self._db.close()
+        self._closed.set()
+        self.flush()
+        with self._lock:
+            self._db.close()

@@ -34,6 +34,26 @@ def demo_models(tmp_path_factory):
     return ensure_demo_models(tmp_path_factory.mktemp("demo-models"))
 
 
+@pytest.fixture(scope="session")
+def twin(tmp_path_factory):
+    """``twin(name) -> Path``: a miniature twin of a published file (diffbox.twins), built on first use."""
+    from diffbox.twins import build_twin
+
+    root = tmp_path_factory.mktemp("twins")
+    return lambda name: build_twin(name, root)
+
+
+@pytest.fixture(scope="session")
+def streaming_tools():
+    """Gradio streams video (the SVI tab's live clips) through the system ffmpeg and ffprobe; without them
+    a browser test watching for clips would only time out. Fails at once with the app's own sentence."""
+    from diffbox.workflows.outputs import STREAMING_NEEDS_FFMPEG, streaming_tools_missing
+
+    missing = streaming_tools_missing()
+    if missing:
+        pytest.fail(f"{STREAMING_NEEDS_FFMPEG} (missing: {', '.join(missing)})", pytrace=False)
+
+
 @pytest.fixture
 def demo_home(tmp_path, demo_models):
     """A fresh diffbox home whose models/demo points at the session's tiny models."""

@@ -226,7 +226,10 @@ class FileHost(FakeServer):
             data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
         drop = rules.drops.pop(0) if rules.drops and request.method == "GET" else None
         pause, rules.pause_at = rules.pause_at, None
-        return ranged(request, data, drop_at=drop, pause_at=pause, resume=rules.resume, rate=rules.rate)
+        reply = ranged(request, data, drop_at=drop, pause_at=pause, resume=rules.resume, rate=rules.rate)
+        if request.arg("response-content-disposition"):  # as S3/R2 do for a signed URL that asks for it
+            reply.headers["Content-Disposition"] = request.arg("response-content-disposition")
+        return reply
 
     def body_bytes(self, name: str) -> int:
         return sum(r.body_bytes for r in self.requests(f"/files/{name}"))
@@ -335,9 +338,12 @@ class FakeCivitai(FakeServer):
                                "logged in to download it"}, 401)
         index = int(request.arg("fileIndex") or 0)
         chosen = version["files"][index]
-        location = f"{self.files.url}/files/{chosen['_stored']}?sig={next(self._sigs)}"
+        # Like Civitai: the file name reaches the storage host in the signed URL, which answers with it;
+        # the redirect itself carries none.
         disposition = chosen["_disposition"] or f"attachment; filename=\"{chosen['name']}\""
-        return Reply(302, {"Location": location, "Cache-Control": "no-store", "Content-Disposition": disposition})
+        location = (f"{self.files.url}/files/{chosen['_stored']}?sig={next(self._sigs)}"
+                    f"&response-content-disposition={quote(disposition, safe='')}")
+        return Reply(302, {"Location": location, "Cache-Control": "no-store"})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ def test_qwen_sketch_a_mask_with_the_mouse_and_inpaint(page, app, start_png):
     app["jobs"]["qwen_edit"] = job_id(page, "#qwen-status")
 
 
-def test_svi_first_clip_shows_before_the_run_ends_and_stop_keeps_it(page, app, start_png):
+def test_svi_first_clip_shows_before_the_run_ends_and_stop_keeps_it(page, app, start_png, streaming_tools):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="SVI 2.0 Pro").click()
@@ -217,6 +217,8 @@ def test_svi_first_clip_shows_before_the_run_ends_and_stop_keeps_it(page, app, s
     stitched = page.locator("#svi-video video")
     expect(stitched).to_be_visible()
     assert media_duration(stitched) > 0
+    # The live player got the clips too: HLS through the system ffmpeg, loaded far enough to know its size.
+    page.wait_for_function("() => document.querySelector('#svi-stream video')?.readyState >= 1", timeout=60_000)
     app["jobs"]["svi"] = job_id(page, "#svi-status")
 
 

@@ -252,6 +252,20 @@ def test_a_second_job_on_a_warm_model_does_not_load(wan):
     assert len(loader.calls) == 2 and fp8.key[2] == "fp8" and len(cache.loaded()) == 1
 
 
+def test_the_vae_dtype_is_loaded_counted_and_part_of_the_key(wan):
+    loader = CountingLoader()
+    cache = tiny_cache(10 * GiB, loader=loader)
+    mixed = cache.get(wan, dtype="bfloat16", vae_dtype="float32")  # one load, two dtypes
+    assert mixed.pipe.vae.dtype == torch.float32 and mixed.pipe.transformer_2.dtype == torch.bfloat16
+    vae_bytes = sum(p.numel() * p.element_size() for p in mixed.pipe.vae.parameters())
+    assert mixed.components["vae"].total_bytes == vae_bytes == estimate_pipeline_bytes(wan, "float32")["vae"]
+    assert estimate_pipeline_bytes(wan, "bfloat16", vae_dtype="float32")["vae"] == vae_bytes
+    assert cache.get(wan, dtype="bfloat16", vae_dtype="float32") is mixed and len(loader.calls) == 1
+    assert cache.stats()[0]["vae_dtype"] == "float32"
+    plain = cache.get(wan, dtype="bfloat16")  # VAE auto = the compute dtype: other settings, another load
+    assert plain.pipe.vae.dtype == torch.bfloat16 and len(loader.calls) == 2 and len(cache.loaded()) == 1
+
+
 def test_idle_models_are_unloaded(two_wans):
     now = [0.0]
     cache = tiny_cache(10 * GiB, clock=lambda: now[0], idle_unload_s=900)

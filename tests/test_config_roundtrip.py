@@ -55,7 +55,7 @@ def without_time(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k != "exported_at"}
 
 
-def test_round_trip_to_a_fresh_home_downloads_and_verifies_the_pinned_models(start, fakes):
+def test_round_trip_to_a_fresh_home_downloads_and_verifies_the_pinned_models(start, fakes, tmp_path):
     lora = wan_lora(0.05)
     fakes.hf.add_repo("studio/wan-orbit-lora", {"orbit.safetensors": lora}, tags=["lora"])
     fakes.civitai.add_model(1, 11, "Qwen glow", {"glow.safetensors": qwen_lora(3)}, base_model="Qwen")
@@ -69,7 +69,7 @@ def test_round_trip_to_a_fresh_home_downloads_and_verifies_the_pinned_models(sta
                              pod_a.specs)[0])
     portable.apply(pod_a, ConfigDoc(defaults={"i2v": {"num_frames": 49, "guidance_scale": 4.0}},
                                     ui={"start_tab": "models"}))
-    exported = json.loads(portable.export_file(pod_a).read_text())
+    exported = json.loads(portable.export_file(pod_a, folder=tmp_path).read_text())
     assert "tokens" not in exported and HF_TOKEN not in json.dumps(exported)
     assert exported["defaults"]["i2v"] == {"num_frames": 49, "guidance_scale": 4.0}
     hf_pin = next(m for m in exported["models"] if m["source"] == "hf")
@@ -105,12 +105,12 @@ def test_round_trip_to_a_fresh_home_downloads_and_verifies_the_pinned_models(sta
     assert restarted.presets.get("i2v", "slow push-in")["params"]["seed"] == 7
 
 
-def test_tokens_travel_only_when_asked_and_never_reach_the_log(start):
+def test_tokens_travel_only_when_asked_and_never_reach_the_log(start, tmp_path):
     pod = start("pod")
     pod.tokens.set("hf", HF_TOKEN)
     pod.tokens.set("civitai", CIVITAI_TOKEN)
-    plain = portable.export_file(pod, include_tokens=False)
-    with_tokens = portable.export_file(pod, include_tokens=True)
+    plain = portable.export_file(pod, include_tokens=False, folder=tmp_path)
+    with_tokens = portable.export_file(pod, include_tokens=True, folder=tmp_path)
     assert HF_TOKEN not in plain.read_text() and CIVITAI_TOKEN not in plain.read_text()
     assert json.loads(with_tokens.read_text())["tokens"] == {"hf": HF_TOKEN, "civitai": CIVITAI_TOKEN}
     assert os.stat(with_tokens).st_mode & 0o077 == 0  # not readable by other users of the pod

@@ -7,7 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
-from diffbox.settings import build_parser
+from diffbox.settings import build_parser, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -36,8 +36,9 @@ def docker_cmd() -> list[str]:
 def test_dockerfile_runs_the_app_on_all_interfaces_with_real_flags():
     cmd = docker_cmd()
     assert cmd[:2] == ["python", "app.py"]
-    args = build_parser().parse_args(cmd[2:])  # argparse exits on a flag the app does not have
-    assert args.host == "0.0.0.0" and args.port == 7860
+    settings = load_settings(cmd[2:], {})  # argparse exits on a flag the app does not have
+    assert settings.host == "0.0.0.0" and settings.port == 7860
+    assert not settings.loopback_only  # so the app demands a login unless DIFFBOX_AUTH sets one
     assert " ".join(cmd) in README  # the README shows the command the image runs
 
 
@@ -48,7 +49,7 @@ def test_dockerfile_keeps_user_data_on_the_volume_and_checks_health():
     assert env["DIFFBOX_HOME"] == "/workspace/diffbox" and env["HF_HOME"].startswith("/workspace/")
     assert set(env) - {"HF_XET_HIGH_PERFORMANCE", "GRADIO_ANALYTICS_ENABLED", "PYTHONUNBUFFERED"} <= env_vars_the_app_reads()
     (health,) = instructions("HEALTHCHECK")
-    assert f"127.0.0.1:{build_parser().parse_args(docker_cmd()[2:]).port}/health" in health
+    assert f"127.0.0.1:{load_settings(docker_cmd()[2:], {}).port}/health" in health
     run = " ".join(instructions("RUN"))
     assert "ffmpeg" in run and "pip install --no-cache-dir -r requirements.txt" in run
     assert "torch" not in run.replace("pytorch", "")  # the base image's CUDA torch is kept
@@ -58,7 +59,7 @@ def test_runpod_template_matches_the_image_flags_and_env():
     for field in ("name", "imageName", "containerDiskInGb", "volumeInGb", "volumeMountPath", "ports", "env", "readme"):
         assert TEMPLATE.get(field) not in (None, ""), field
     assert TEMPLATE["volumeMountPath"] == "/workspace" and TEMPLATE["volumeInGb"] >= 100
-    port = build_parser().parse_args(docker_cmd()[2:]).port
+    port = load_settings(docker_cmd()[2:], {}).port
     assert f"{port}/http" in TEMPLATE["ports"].split(",")
     assert shlex.split(TEMPLATE["dockerArgs"]) == docker_cmd()
     keys = [e["key"] for e in TEMPLATE["env"]]
@@ -72,6 +73,14 @@ def test_runpod_template_matches_the_image_flags_and_env():
         assert env in action.help
         assert env in TEMPLATE["readme"]
     assert "GRADIO_ROOT_PATH" in TEMPLATE["readme"] and "GRADIO_ROOT_PATH" in README
+
+
+def test_runpod_template_takes_the_login_from_a_runpod_secret():
+    auth = next(e["value"] for e in TEMPLATE["env"] if e["key"] == "DIFFBOX_AUTH")
+    secret = re.fullmatch(r"(\w+):\{\{ RUNPOD_SECRET_(\w+) \}\}", auth)
+    assert secret, auth
+    for text in (TEMPLATE["readme"], README):  # both say which secret to create
+        assert f"RUNPOD_SECRET_{secret.group(2)}" in text and secret.group(2) in text
 
 
 def test_shipped_presets_fit_their_workflows():

@@ -1,6 +1,8 @@
 """Civitai search and downloads against a local fake Civitai and a Range-capable file host."""
 
+import errno
 import hashlib
+import json
 import os
 import signal
 import stat
@@ -217,3 +219,117 @@ def test_an_app_killed_mid_download_resumes_after_restart(start_hub, fakes, hub_
     first, second = fakes.files.requests("/files/")
     assert second.headers["range"] == f"bytes={kept}-"
     assert first.body_bytes + second.body_bytes - len(BIG) < CHUNK  # bytes fetched twice
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """A switch that makes every write to the .part file and to the databases fail with ENOSPC."""
+    from diffbox import store
+    from diffbox.hub import downloads, transfer
+
+    full = {"on": False}
+
+    def refuse(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    real_append, real_write = transfer.ResumableFile.append, store.atomic_write_bytes
+
+    def append(self, chunks, check):
+        if full["on"]:
+            refuse(self.path)
+        return real_append(self, chunks, check)
+
+    def write(path, data, mode=0o666):
+        if full["on"]:
+            refuse(path)
+        return real_write(path, data, mode)
+
+    monkeypatch.setattr(transfer.ResumableFile, "append", append)
+    monkeypatch.setattr(store, "atomic_write_bytes", write)
+    monkeypatch.setattr(downloads, "RETRY_S", 0.05)
+    return full
+
+
+def saved_state(hub_settings, download_id) -> str:
+    records = json.loads((hub_settings.db_dir / "downloads.json").read_text())["downloads"].values()
+    return next(r["state"] for r in records if r["id"] == download_id)
+
+
+def test_a_disk_that_fills_mid_download_fails_it_with_a_sentence_and_retry_resumes(hub, fakes, hub_settings,
+                                                                                    full_disk):
+    behaviour = Behaviour(pause_at=2_000_000)
+    fakes.civitai.add_model(1, 11, "Orbit", {"orbit.safetensors": BIG}, behaviour=behaviour)
+    download_id = hub.downloads.request("civitai", "1")
+    deadline = time.monotonic() + 20
+    while hub.downloads.get(download_id)["bytes_done"] < CHUNK:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    full_disk["on"] = True
+    behaviour.resume.set()
+    state = hub.downloads.wait(download_id, 30)
+    assert state["state"] == "failed" and state["error"] == "could not write the file: the disk is full"
+    assert hub.downloads.list()[0]["state"] == "failed"
+    assert saved_state(hub_settings, download_id) == "downloading"  # the disk refused it: kept in memory
+    full_disk["on"] = False
+    deadline = time.monotonic() + 10
+    while saved_state(hub_settings, download_id) != "failed":  # written once there is room again
+        assert time.monotonic() < deadline, "the failed state never reached the disk"
+        time.sleep(0.05)
+    state = hub.downloads.wait(hub.downloads.retry(download_id)["id"], 30)
+    assert state["state"] == "done" and sha(hub.library.get(state["name"]).path.read_bytes()) == sha(BIG)
+
+
+def test_cancel_and_retry_act_on_a_download_whose_worker_is_gone(hub, fakes, hub_settings):
+    fakes.civitai.add_model(1, 11, "Orbit", {"orbit.safetensors": wan_lora(0.1)},
+                            behaviour=Behaviour(statuses=[404] * 20))
+    download_id = hub.downloads.request("civitai", "1")
+    assert hub.downloads.wait(download_id, 30)["state"] == "failed"
+    from tinydb import Query
+    hub.downloads._table.update({"state": "downloading"}, Query().id == download_id)  # as a crashed worker left it
+    assert hub.downloads.cancel(download_id)["state"] == "cancelled"
+    hub.downloads._table.update({"state": "verifying"}, Query().id == download_id)
+    fakes.files.behaviour["11-0"].statuses.clear()
+    assert hub.downloads.wait(hub.downloads.retry(download_id)["id"], 30)["state"] == "done"
+
+
+FILE_SIZE_LIMITED_CHILD = """
+import json, resource, signal, sys
+sys.path.insert(0, {tests!r})
+from diffbox.hub.hub import ModelHub
+from diffbox.settings import Settings
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails with EFBIG instead of killing us
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))  # no file may grow past 1 MiB
+hub = ModelHub.start(Settings(home=__import__("pathlib").Path({home!r})),
+                     env={{"HF_ENDPOINT": {hf!r}, "DIFFBOX_CIVITAI_URL": {civitai!r}}})
+download_id = hub.downloads.request("civitai", "1")
+print(json.dumps(hub.downloads.wait(download_id, 60)), flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+print(json.dumps(hub.downloads.wait(hub.downloads.retry(download_id)["id"], 60)), flush=True)
+hub.close()
+"""
+
+
+def test_a_real_file_size_limit_fails_the_download_and_retry_finishes_it_byte_exact(fakes, hub_settings):
+    fakes.civitai.add_model(1, 11, "Orbit", {"orbit.safetensors": BIG})
+    script = FILE_SIZE_LIMITED_CHILD.format(tests=str(ROOT / "tests"), home=str(hub_settings.home),
+                                            hf=fakes.hf.url, civitai=fakes.civitai.url)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    failed, done = [json.loads(line) for line in result.stdout.splitlines()]
+    assert failed["state"] == "failed", result.stderr
+    assert failed["error"] == "could not write the file: the file grew past this system's file-size limit"
+    assert done["state"] == "done"
+    assert sha((hub_settings.models_dir / done["name"]).read_bytes()) == sha(BIG)
+    first, second = fakes.files.requests("/files/")
+    assert second.headers["range"] == f"bytes={1 << 20}-"  # resumed from the partial file, not started over
+
+
+def test_the_disk_space_check_gives_small_sizes_in_a_unit_that_shows_them(hub, fakes):
+    lora = wan_lora(0.1)
+    fakes.civitai.add_model(1, 11, "Orbit", {"orbit.safetensors": lora})
+    hub.downloads._free_space = lambda path: 20 * 1024
+    with pytest.raises(HubError) as caught:
+        hub.downloads.request("civitai", "1")
+    assert str(caught.value) == (f"not enough disk space for Orbit · v1: it needs {len(lora) / 1024:.0f} KB, "
+                                 "20 KB are free in the models folder")

@@ -89,3 +89,41 @@ def test_pins_cover_local_and_remote_models(tmp_path):
     assert not library.get("loras/a.safetensors").pinned
     with pytest.raises(KeyError):
         library.pin("local", "loras/missing.safetensors", True)
+
+
+def test_every_twin_is_recognised_by_kind_and_base_model(twin, tmp_path):
+    """The published formats, as twins under their original names: what the library lists them as."""
+    from diffbox.twins import TWINS
+
+    models = tmp_path / "models"
+    for name in TWINS:
+        (models / name).mkdir(parents=True)
+        (models / name / twin(name).name).symlink_to(twin(name), target_is_directory=twin(name).is_dir())
+    library = Library(models, tmp_path / "library.json")
+    found = {m.name.split("/")[0]: (m.kind, m.base_model) for m in library.models()}
+    assert found == {name: spec.library for name, spec in TWINS.items()}
+    svi = {m.name.split("/")[0] for m in library.loras("wan2.2-i2v")}
+    assert {"svi-2.0-pro-high", "svi-2.0-pro-low", "lightning-seko-v1-high", "distill-1022-low"} <= svi
+    assert {m.name.split("/")[0] for m in library.loras("qwen-edit")} == {
+        name for name, spec in TWINS.items() if spec.kind == "lora" and spec.library[1] == "qwen-edit"}
+
+
+def test_the_keys_alone_tell_a_renamed_twin(twin, tmp_path):
+    """Users rename files; the tensor names (or GGUF header) still say what a file is."""
+    import shutil
+
+    from diffbox.twins import TWINS
+
+    models = tmp_path / "models"
+    models.mkdir()
+    expected = {}
+    for index, (name, spec) in enumerate(TWINS.items()):
+        if spec.kind == "pipeline":
+            continue
+        path = twin(name)
+        shutil.copy(path, models / f"file{index}{path.suffix}")
+        family = spec.library[1] if spec.library[1] in ("wan2.2-i2v", "unknown") else "qwen-image"
+        expected[f"file{index}{path.suffix}"] = (spec.library[0], "unknown" if spec.library[0] == "text_encoder"
+                                                 else family)
+    library = Library(models, tmp_path / "library.json")
+    assert {m.name: (m.kind, m.base_model) for m in library.models()} == expected

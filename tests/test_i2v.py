@@ -176,3 +176,42 @@ def test_out_of_memory_retries_once_more_conservatively_with_vae_tiling(services
     assert any("out of memory" in note.lower() for note in record["notes"]), record["notes"]
     assert record["metadata"]["placement"] != "gpu"  # the retry ran one placement down
     assert read_frames(outcome.result.outputs[0])[0].shape == (32, 32, 3)
+
+
+def test_the_lightning_preset_runs_the_trained_timesteps_two_per_expert(services, images, monkeypatch):
+    """The Wan distill LoRAs were trained on 1000/750/500/250 shifted by 5; diffusers' own Euler grid
+    at 4 steps would be [1000, 910, 717, 24]."""
+    from diffusers import WanTransformer3DModel
+
+    from diffbox.presets import load_shipped
+
+    pipe_experts, seen = {}, []
+    real_forward = WanTransformer3DModel.forward
+
+    def forward(self, hidden_states, timestep, *args, **kwargs):
+        seen.append((id(self), round(float(timestep.flatten()[0]), 2)))
+        return real_forward(self, hidden_states, timestep, *args, **kwargs)
+
+    monkeypatch.setattr(WanTransformer3DModel, "forward", forward)
+    (preset,) = [p for p in load_shipped() if p["name"] == "Lightning 4-step"]
+    params = {**preset["params"], "loras": [{"name": LORA_HIGH, "weight_high": 1.0, "weight_low": 0.0},
+                                            {"name": LORA_LOW, "weight_high": 0.0, "weight_low": 1.0}]}
+    job = services.submit_i2v({**SMALL, **params}, images[0])
+    assert job.wait(180).status == DONE
+    pipe = next(iter(services.cache._entries.values())).pipe
+    pipe_experts = {id(pipe.transformer): "high", id(pipe.transformer_2): "low"}
+    assert [(pipe_experts[expert], t) for expert, t in seen] == [  # CFG 1: one call per step
+        ("high", 1000.0), ("high", 937.5), ("low", 833.33), ("low", 625.0)]
+    notes = " | ".join(services.history.get(job.id)["notes"])
+    assert "timesteps: 1000, 937.5, 833.3, 625 (high-noise expert 2 steps, low-noise expert 2" in notes
+
+
+def test_the_default_shift_is_wans_own_five_not_the_diffusers_repos_three(services, images):
+    from diffbox.workflows import i2v
+
+    assert i2v.SPEC["flow_shift"].default == 5.0 and i2v.SPEC["scheduler"].default == "unipc"
+    job = services.submit_i2v({**SMALL, "num_inference_steps": 4}, images[0])
+    assert job.wait(180).status == DONE
+    # UniPC at shift 5 lands on Wan's own grid, 2 + 2 steps; the repo's shift 3 would run 999, 900, 750, 500
+    notes = " | ".join(services.history.get(job.id)["notes"])
+    assert "unipc scheduler, timesteps: 999, 937, 833, 625 (high-noise expert 2 steps" in notes

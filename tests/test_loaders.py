@@ -11,7 +11,10 @@ from safetensors.torch import load_file, save_file
 
 from diffbox.engine import loaders
 from diffbox.engine.cache import ModelCache, ModelSource, estimate_pipeline_bytes
-from diffbox.engine.loaders import load_pipeline, resolve_diffusers_folder
+from diffbox.engine.loaders import load_pipeline, load_single_file, resolve_diffusers_folder
+from diffbox.twins import TWINS
+from diffbox.twins.qwen import qwen_transformer_weights
+from diffbox.twins.wan import to_native_wan_keys, wan_expert_weights
 
 
 def tiny_video(pipe) -> np.ndarray:
@@ -27,34 +30,13 @@ def wan(demo_models):
     return demo_models["wan22-i2v"]
 
 
-def to_original_wan_keys(state_dict: dict) -> dict:
-    """diffusers Wan transformer keys -> the original Wan / ComfyUI layout most single files ship in
-    (the inverse of diffusers' convert_wan_transformer_to_diffusers for the I2V A14B layers)."""
-    renames = [("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
-               ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
-               ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
-               ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
-               ("condition_embedder.time_proj", "time_projection.1"), ("attn1", "self_attn"), ("attn2", "cross_attn"),
-               (".to_out.0.", ".o."), (".to_q.", ".q."), (".to_k.", ".k."), (".to_v.", ".v."),
-               ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"),
-               ("norm2", "norm__swap"), ("norm3", "norm2"), ("norm__swap", "norm3"), ("proj_out", "head.head")]
-    converted = {}
-    for key, value in state_dict.items():
-        if key == "scale_shift_table":
-            key = "head.modulation"
-        for old, new in renames:
-            key = key.replace(old, new)
-        converted[re.sub(r"^blocks\.(\d+)\.scale_shift_table$", r"blocks.\1.modulation", key)] = value
-    return converted
-
-
 @pytest.fixture
 def swapped_expert_files(wan, tmp_path):
     """The demo's two experts as single files, swapped (so a test can tell the files were used):
     the low-noise expert with diffusers keys, the high-noise one with original Wan keys."""
     first, second = tmp_path / "wan-first.safetensors", tmp_path / "wan-second.safetensors"
     save_file(load_file(wan / "transformer_2" / "diffusion_pytorch_model.safetensors"), first)
-    save_file(to_original_wan_keys(load_file(wan / "transformer" / "diffusion_pytorch_model.safetensors")), second)
+    save_file(to_native_wan_keys(load_file(wan / "transformer" / "diffusion_pytorch_model.safetensors")), second)
     return first, second
 
 
@@ -134,7 +116,8 @@ def test_single_file_experts_replace_the_folders_own(wan, swapped_expert_files):
         expected = expected.state_dict()
         assert all(torch.equal(value, expected[key]) for key, value in getattr(from_files, name).state_dict().items())
     folder.transformer, folder.transformer_2 = folder.transformer_2, folder.transformer
-    assert np.array_equal(tiny_video(from_files), tiny_video(folder))
+    # Same weights, same output; up to float noise (CPU kernels may sum in another order run to run)
+    np.testing.assert_allclose(tiny_video(from_files), tiny_video(folder), atol=1e-5)
     # The cache keys the model by its files too, and estimates them from their headers.
     cache = ModelCache(idle_unload_s=None)
     loaded = cache.get(source)
@@ -152,11 +135,13 @@ def test_bad_single_files_are_named_in_the_error(wan, tmp_path):
     with pytest.raises(ValueError, match=r"could not load .*unrelated.safetensors as the transformer "
                                          r"\(WanTransformer3DModel\) of .*tensors do not match"):
         load_pipeline(ModelSource(wan, {"transformer": unrelated}))
-    scaled = tmp_path / "wan_fp8_scaled.safetensors"
-    save_file({"blocks.0.self_attn.q.weight": torch.zeros(2, 2), "blocks.0.self_attn.q.scale_weight": torch.ones(1),
-               "scaled_fp8": torch.zeros(0)}, scaled)
-    with pytest.raises(ValueError, match="wan_fp8_scaled.safetensors is a ComfyUI fp8-scaled checkpoint"):
-        load_pipeline(ModelSource(wan, {"transformer": scaled}))
+    int8 = tmp_path / "wan_int8_blockwise.safetensors"
+    save_file({"blocks.0.self_attn.q.weight": torch.zeros(2, 2, dtype=torch.int8),
+               "blocks.0.self_attn.q.weight_scale": torch.ones(1)}, int8,
+              metadata={"_quantization_metadata": '{"layers": {"blocks.0.self_attn.q": {"format": "int8_blockwise"}}}'})
+    with pytest.raises(ValueError, match="wan_int8_blockwise.safetensors stores weights as int8_blockwise, which "
+                                         "diffbox cannot dequantise; use the model's bf16/fp16 file"):
+        load_pipeline(ModelSource(wan, {"transformer": int8}))
     pickle = tmp_path / "old.ckpt"
     pickle.write_bytes(b"x")
     with pytest.raises(ValueError, match=r"old.ckpt: unsupported checkpoint type .ckpt"):
@@ -167,42 +152,93 @@ def test_bad_single_files_are_named_in_the_error(wan, tmp_path):
         load_pipeline(ModelSource(wan, {"unet": unrelated}))
 
 
-def write_q8_gguf(path, state_dict):
-    """A GGUF file like city96's: original Wan keys, Q8_0 where the row length allows (32), F32 elsewhere."""
-    import gguf
+# ---------------------------------------------------------------------------------------------
+# The published single files, as twins: each loads equal to the pipeline twin's own weights
+# ---------------------------------------------------------------------------------------------
 
-    writer = gguf.GGUFWriter(str(path), arch="wan")
-    quantized = 0
-    for key, value in state_dict.items():
-        array = value.float().numpy()
-        if array.ndim == 2 and array.shape[-1] % 32 == 0:
-            writer.add_tensor(key, gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0),
-                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-            quantized += 1
+LOADABLE = [name for name, spec in TWINS.items() if spec.kind == "single_file" and not spec.refused]
+REFUSED = [name for name, spec in TWINS.items() if spec.kind == "single_file" and spec.refused]
+
+
+def storage_error(name: str) -> float:
+    """How far a stored weight may be from the reference, as a fraction of the tensor's largest value:
+    float8_e4m3fn keeps 3 mantissa bits (half a step = 1/16), Q8_0 1/127 of a block's largest value,
+    16-bit floats 1/256 before the bf16 load rounds once more."""
+    return 0.07 if "fp8" in name else 0.01
+
+
+@pytest.mark.parametrize("name", LOADABLE)
+def test_single_file_twins_load_equal_to_the_reference_in_bf16(twin, name):
+    from diffusers.quantizers.gguf.utils import GGUFParameter, dequantize_gguf_tensor
+
+    spec = TWINS[name]
+    qwen = spec.library[1].startswith("qwen")
+    base = twin("qwen-image-edit-2509" if qwen else "wan2.2-i2v-a14b-diffusers")
+    reference = qwen_transformer_weights(0) if qwen else wan_expert_weights(
+        "high" if spec.target == "transformer" else "low", 0)
+    model = load_single_file(twin(name), base=base, component=spec.target, dtype=torch.bfloat16)
+    loaded = model.state_dict()
+    assert set(loaded) == set(reference)
+    for key, expected in reference.items():
+        value = loaded[key]
+        if isinstance(value, GGUFParameter):  # stays quantized; dequantised per layer at run time
+            value = dequantize_gguf_tensor(value)
         else:
-            writer.add_tensor(key, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return quantized
+            assert value.dtype in (torch.bfloat16, torch.float32), key  # never raw fp8 values
+        error = (value.float() - expected).abs().max().item()
+        assert error <= storage_error(name) * expected.abs().max().item() + 1e-6, (key, error)
 
 
-def test_a_gguf_expert_loads_quantized_and_runs(wan, tmp_path):
+def test_a_pipeline_runs_on_dequantised_fp8_experts(twin):
+    wan = twin("wan2.2-i2v-a14b-diffusers")
+    cache = ModelCache(idle_unload_s=None)
+    pipe = cache.get(ModelSource(wan, {"transformer": twin("comfy-wan2.2-i2v-high-fp8-scaled"),
+                                       "transformer_2": twin("kijai-wan2.2-i2v-low-fp8-scaled-kj")}),
+                     dtype="bfloat16", placement="cpu").pipe
+    assert pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    tiny_video(pipe)
+
+
+@pytest.mark.parametrize("name", [n for n in LOADABLE if not n.endswith("q8_0")])
+def test_single_file_twins_are_estimated_like_the_folder_they_replace(twin, name):
+    """Prefixed, original-name and fp8 files project the same memory and block sizes as the diffusers
+    folder: they load to the same modules, fp8 dequantised to the compute dtype."""
+    from diffbox.engine.memory import estimate_components
+
+    spec = TWINS[name]
+    base = twin("qwen-image-edit-2509" if spec.library[1].startswith("qwen") else "wan2.2-i2v-a14b-diffusers")
+    folder = estimate_components(base, "bfloat16", "native")[spec.target]
+    single = estimate_components(base, "bfloat16", "native", {spec.target: twin(name)})[spec.target]
+    for field in ("total_bytes", "outside_blocks_bytes", "largest_block_bytes"):
+        assert getattr(single, field) == getattr(folder, field), field
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_text_encoder_single_files_are_refused_saying_what_to_use(twin, name):
+    spec = TWINS[name]
+    base = twin("qwen-image-edit-2509" if spec.library[1].startswith("qwen") else "wan2.2-i2v-a14b-diffusers")
+    file = twin(name)
+    with pytest.raises(ValueError, match=rf"{re.escape(file.name)} cannot replace the text_encoder .* from the "
+                                         r"model's folder only"):
+        load_pipeline(ModelSource(base, {"text_encoder": file}))
+    with pytest.raises(ValueError, match=rf"{re.escape(file.name)} is a .* text encoder, not a .*Transformer.*; "
+                                         r"diffbox takes text encoders from the base model's diffusers folder"):
+        load_pipeline(ModelSource(base, {"transformer": file}))
+
+
+def test_a_gguf_expert_loads_quantized_and_runs(twin):
     pytest.importorskip("gguf", reason="GGUF checkpoints need the gguf package")
     from diffusers.quantizers.gguf.utils import GGUFParameter
 
-    low = tmp_path / "wan-low-Q8_0.gguf"
-    state = to_original_wan_keys(load_file(wan / "transformer_2" / "diffusion_pytorch_model.safetensors"))
-    assert write_q8_gguf(low, state) >= 3
+    wan, gguf_file = twin("wan2.2-i2v-a14b-diffusers"), twin("quantstack-wan2.2-i2v-high-q8_0")
     cache = ModelCache(idle_unload_s=None)
-    loaded = cache.get(ModelSource(wan, {"transformer_2": low}), weights="fp8", placement="cpu")
-    assert isinstance(loaded.pipe.transformer_2.blocks[0].ffn.net[2].weight, GGUFParameter)
-    # fp8 storage applies to the bf16/fp32 expert only; the GGUF one is already quantized.
-    assert loaded.pipe.transformer.blocks[0].ffn.net[2].weight.dtype == torch.float8_e4m3fn
+    loaded = cache.get(ModelSource(wan, {"transformer": gguf_file}), weights="fp8", placement="cpu")
+    assert isinstance(loaded.pipe.transformer.blocks[0].ffn.net[2].weight, GGUFParameter)
+    # fp8 storage applies to the folder's expert only; the GGUF one is already quantized.
+    assert loaded.pipe.transformer_2.blocks[0].ffn.net[2].weight.dtype == torch.float8_e4m3fn
     tiny_video(loaded.pipe)
-    sizes = estimate_pipeline_bytes(ModelSource(wan, {"transformer_2": low}))
-    assert sizes["transformer_2"] < sizes["transformer"]  # Q8_0 tensors counted at their stored size
+    sizes = estimate_pipeline_bytes(ModelSource(wan, {"transformer": gguf_file}))
+    assert sizes["transformer"] < sizes["transformer_2"]  # Q8_0 tensors counted at their stored size
 
 
 def test_gguf_without_the_package_is_a_clear_error(wan, tmp_path, monkeypatch):

@@ -74,3 +74,39 @@ def test_the_start_tab_preference_is_saved_exported_and_opened_on_load(services)
     event(app, "ui_config_start_tab").fn("models")
     assert portable.export_document(services)["ui"] == {"start_tab": "models"}
     assert event(app, "ui_open_start_tab").fn().selected == "models"
+
+
+# The published files each shipped preset stands on (repo, path in the repo), as listed on the hub.
+PUBLISHED = {
+    "Lightning 4-step": ("lightx2v/Wan2.2-Lightning", {
+        "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/high_noise_model.safetensors",
+        "Wan2.2-I2V-A14B-4steps-lora-rank64-Seko-V1/low_noise_model.safetensors"}),
+    "SVI 2.0 Pro official": ("vita-video-gen/svi-model", {
+        "version-2.0/SVI_Wan2.2-I2V-A14B_high_noise_lora_v2.0_pro.safetensors",
+        "version-2.0/SVI_Wan2.2-I2V-A14B_low_noise_lora_v2.0_pro.safetensors"}),
+    # made for 2509 (the recommended model), in bf16; not the one distilled from the original Qwen-Image-Edit
+    "Qwen edit fast": ("lightx2v/Qwen-Image-Lightning", {
+        "Qwen-Image-Edit-2509/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors"}),
+}
+# What each preset claiming a recipe must set explicitly (a form default may differ from the recipe).
+RECIPES = {
+    "Wan 2.2 quality 40 steps": {"num_inference_steps": 40, "scheduler": "unipc", "flow_shift": 5.0,
+                                 "boundary_ratio": 0.9, "guidance_scale": 3.5, "guidance_scale_2": 3.5},
+    "Lightning 4-step": {"num_inference_steps": 4, "scheduler": "euler", "flow_shift": 5.0, "boundary_ratio": 0.9,
+                         "guidance_scale": 1.0, "guidance_scale_2": 1.0},
+    "Qwen edit fast": {"num_inference_steps": 8, "true_cfg_scale": 1.0, "scheduler": "lightning"},
+}
+
+
+def test_shipped_presets_pin_the_published_files_and_use_what_they_pin():
+    shipped = {p["name"]: p for p in load_shipped()}
+    for name, (repo, files) in PUBLISHED.items():
+        (model,) = shipped[name]["models"]
+        assert model["source"] == "hf" and model["id"] == repo and {f["name"] for f in model["files"]} == files
+        params = shipped[name]["params"]
+        used = [e["name"] for e in params.get("loras", [])] + [params[k] for k in ("svi_lora_high", "svi_lora_low")
+                                                               if k in params]
+        # a downloaded LoRA lands in models/loras/<its file name>: that is the name the preset must use
+        assert sorted(used) == sorted(f"loras/{f.rsplit('/', 1)[-1]}" for f in files)
+    for name, recipe in RECIPES.items():
+        assert {k: shipped[name]["params"].get(k) for k in recipe} == recipe, name

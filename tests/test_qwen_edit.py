@@ -1,5 +1,7 @@
 """Qwen-Image-Edit in process on the tiny models: masks, inpaint compositing, ControlNet, LoRAs, bad input."""
 
+import math
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -214,3 +216,91 @@ def test_generate_prefers_a_text_to_image_model_from_the_library(services, demo_
     assert generated.metadata["model"] == "qwen-t2i" and generated.metadata["pipeline"] == "QwenImagePipeline"
     edited = run(services, {"mode": "edit"}, [noise()])
     assert edited.metadata["model"] == "demo/qwen-image-edit"
+
+
+# --- the recipes: Lightning's scheduler, 2509 through the Plus encoding ------------------------
+
+# ModelTC/Qwen-Image-Lightning generate_with_diffusers.py, the scheduler the Lightning LoRAs were distilled with.
+LIGHTNING_RECIPE = {"base_image_seq_len": 256, "base_shift": math.log(3), "invert_sigmas": False,
+                    "max_image_seq_len": 8192, "max_shift": math.log(3), "num_train_timesteps": 1000, "shift": 1.0,
+                    "shift_terminal": None, "stochastic_sampling": False, "time_shift_type": "exponential",
+                    "use_beta_sigmas": False, "use_dynamic_shifting": True, "use_exponential_sigmas": False,
+                    "use_karras_sigmas": False}
+
+
+def test_the_fast_preset_runs_lightnings_scheduler_and_the_next_job_the_models_own(services, demo_models,
+                                                                                   shrink_qwen_condition_area):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from diffbox.presets import load_shipped
+
+    (preset,) = [p for p in load_shipped() if p["name"] == "Qwen edit fast"]
+    assert preset["params"]["scheduler"] == "lightning" and preset["params"]["num_inference_steps"] == 8
+    lora = services.loras(qwen_edit.BASE_MODEL)[0].name  # the demo stands in for the 2509 Lightning LoRA
+    fast = run(services, {**preset["params"], "loras": [{"name": lora, "weight": 1.0}]}, [noise()])
+    pipe = next(iter(services.cache._entries.values())).pipe  # one reference on this model: the pipe itself
+    assert {k: pipe.scheduler.config[k] for k in LIGHTNING_RECIPE} == LIGHTNING_RECIPE
+    sigmas = np.linspace(1.0, 1 / 8, 8)  # what the Qwen pipelines ask for; log-3 shifts are a fixed shift 3
+    expected = [*(3 * sigmas / (1 + 2 * sigmas)), 0.0]
+    np.testing.assert_allclose(pipe.scheduler.sigmas.numpy(), expected, rtol=1e-5)
+    notes = " | ".join(services.history.get(fast.metadata["job_id"])["notes"])
+    assert "lightning scheduler, timesteps: 1000, 954.5, 900, 833.3, 750, 642.9, 500, 300" in notes
+
+    run(services, {"mode": "edit"}, [noise()])  # scheduler "model": the folder's own config again
+    own = FlowMatchEulerDiscreteScheduler.load_config(demo_models["qwen-image-edit"] / "scheduler")
+    assert {k: pipe.scheduler.config[k] for k in LIGHTNING_RECIPE} == {k: own[k] for k in LIGHTNING_RECIPE}
+    assert own["max_shift"] != LIGHTNING_RECIPE["max_shift"]
+
+
+@pytest.fixture
+def plus_services(twin, demo_home):
+    """Services whose library holds the Qwen-Image-Edit-2509 twin (model_index class QwenImageEditPlusPipeline)."""
+    from diffbox.services import Services
+    from diffbox.settings import Settings, prepare_home
+
+    (demo_home / "models" / "qwen-2509").symlink_to(twin("qwen-image-edit-2509"))
+    settings = Settings(home=demo_home, demo=True)
+    prepare_home(settings, env={})
+    started = Services.start(settings)
+    yield started
+    started.hub.close()
+    started.history.close()
+
+
+def test_2509_edits_and_inpaints_with_the_plus_encoding(plus_services, monkeypatch):
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_inpaint as inpaint
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as plus
+
+    # Small stand-ins for the real areas (1024² to the VAE, Plus: 384² to the text encoder) that keep them apart.
+    real = inpaint.calculate_dimensions
+    monkeypatch.setattr(inpaint, "calculate_dimensions", lambda area, ratio: real(64 * 64, ratio))
+    monkeypatch.setattr(plus, "VAE_IMAGE_SIZE", 64 * 64)
+    monkeypatch.setattr(plus, "CONDITION_IMAGE_SIZE", 32 * 32)
+    image, mask = noise((64, 64)), box_mask((64, 64))
+    single = run(plus_services, {"model": "qwen-2509", "mode": "edit"}, [image])
+    assert single.metadata["pipeline"] == "QwenImageEditPlusPipeline"  # one reference: still 2509's own class
+    pipe = next(iter(plus_services.cache._entries.values())).pipe
+    encoded = []
+    processor_type = type(pipe.processor)
+    real_call = processor_type.__call__
+
+    def record(self, *args, text=None, images=None, **kwargs):
+        listed = images if isinstance(images, list) else [images] if images is not None else []
+        encoded.append((text[0], [i.size for i in listed]))
+        return real_call(self, *args, text=text, images=images, **kwargs)
+
+    monkeypatch.setattr(processor_type, "__call__", record)
+    inpainted = run(plus_services, {"model": "qwen-2509", "mode": "inpaint", "match_input_size": True}, [image], mask)
+    assert inpainted.metadata["pipeline"] == "QwenImageEditPlusInpaintPipeline"
+    out, original, inside = pixels(inpainted.outputs[0]), np.asarray(image), np.asarray(mask) > 0
+    assert np.array_equal(out[~inside], original[~inside]) and not np.array_equal(out[inside], original[inside])
+    text, sizes = encoded[0]  # the prompt (then the " " negative prompt for CFG)
+    assert "<|im_start|>user\nPicture 1: <|vision_start|><|image_pad|><|vision_end|>" + PROMPT in text
+    assert sizes == [(32, 32)]  # Plus's condition area, not the 64×64 the VAE gets
+
+    encoded.clear()  # the original Qwen-Image-Edit keeps its own (v1) encoding
+    v1 = run(plus_services, {"mode": "inpaint", "match_input_size": True}, [image], mask)
+    assert v1.metadata["pipeline"] == "QwenImageEditInpaintPipeline"
+    text, sizes = encoded[0]
+    assert "Picture 1:" not in text and "<|vision_start|><|image_pad|><|vision_end|>" + PROMPT in text
+    assert sizes == [(64, 64)]

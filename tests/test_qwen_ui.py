@@ -23,7 +23,8 @@ def build(services):
 def test_a_sketch_inpaints_only_where_painted(services, shrink_qwen_condition_area, tmp_path):
     blocks, tab = build(services)
     source = Image.fromarray(np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    source.save(tmp_path / "in.png")
+    upload = services.settings.outputs_dir / "in.png"  # handlers open only uploads and outputs
+    source.save(upload)
     stroke = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
     stroke.paste((255, 255, 255, 255), (8, 8, 40, 40))
     editor = {"background": source, "layers": [stroke], "composite": source}
@@ -37,7 +38,7 @@ def test_a_sketch_inpaints_only_where_painted(services, shrink_qwen_condition_ar
 
     async def collect():
         return [update async for update in handler(blocks, "ui_qwen_edit")(
-            [(str(tmp_path / "in.png"), None)], editor, None, None, *ordered, progress=None)]
+            [(str(upload), None)], editor, None, None, *ordered, progress=None)]
 
     gallery, status, metadata, running_job = asyncio.run(collect())[-1]
     assert running_job is None  # finished: Stop has nothing left to cancel

@@ -31,7 +31,7 @@ def test_readme_run_command_names_a_real_entry_point():
 
 def test_every_flag_is_documented():
     flags = [a.option_strings[0] for a in build_parser()._actions if a.option_strings and a.dest != "help"]
-    assert len(flags) == 7
+    assert len(flags) == 10
     for flag in flags:
         assert f"`{flag}" in README, flag
     for env in ("DIFFBOX_HOME", "DIFFBOX_PORT", "DIFFBOX_AUTH", "DIFFBOX_CONFIG", "HF_TOKEN", "CIVITAI_TOKEN"):

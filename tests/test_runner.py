@@ -127,3 +127,87 @@ def test_cancelled_is_raised_from_the_step_callback(services):
     job = services.runner.submit("test", {}, work)
     assert job.wait(10).status == CANCELLED
     assert services.history.get(job.id)["steps_done"] == 2
+
+
+def test_waiting_jobs_start_first_come_first_served_and_health_shows_their_place(services):
+    gate, started = threading.Event(), []
+
+    def blocking(ctx):
+        gate.wait(30)
+        return JobResult()
+
+    def noting(ctx):
+        started.append(ctx.job_id)
+        return JobResult()
+
+    holder = services.runner.submit("test", {}, blocking)
+    wait_for(lambda: holder.state == "running")
+    line = [services.runner.submit("test", {"n": n}, noting) for n in range(4)]
+    time.sleep(0.2)  # every waiting thread has polled the lock by now
+    assert services.runner.waiting() == line
+    queue = services.health()["queue"]
+    assert queue["running"] == 1 and queue["waiting"] == 4
+    assert {j["id"]: j["position"] for j in queue["jobs"]} == {holder.id: None, **{j.id: n + 1 for n, j in
+                                                                                    enumerate(line)}}
+    gate.set()
+    for job in line:
+        assert job.wait(10).status == DONE
+    assert started == [job.id for job in line]
+    records = [services.history.get(job.id) for job in line]
+    assert [r["started_at"] for r in records] == sorted(r["started_at"] for r in records)
+    assert all(r["timings"]["wait_s"] > 0.1 for r in records)  # the wait for the holder is measured
+
+
+def test_a_full_line_refuses_the_next_job_with_a_sentence(services):
+    from diffbox.engine.runner import JobRunner, QueueFull
+
+    runner = JobRunner(services.history, services.settings.outputs_dir, gpu_lock=threading.Lock(), max_waiting=2)
+    gate = threading.Event()
+    holder = runner.submit("test", {}, lambda ctx: (gate.wait(30), JobResult())[1])
+    wait_for(lambda: holder.state == "running")
+    waiting = [runner.submit("test", {}, lambda ctx: JobResult()) for _ in range(2)]
+    before = len(services.history.list())
+    with pytest.raises(QueueFull, match="^2 jobs are already waiting for the GPU; try again when one has finished$"):
+        runner.submit("test", {}, lambda ctx: JobResult())
+    assert len(services.history.list()) == before  # a refused job leaves no record
+    gate.set()
+    assert [job.wait(10).status for job in [holder, *waiting]] == [DONE] * 3
+
+
+def test_disk_errors_read_as_a_sentence_without_their_folder():
+    import errno
+
+    from diffbox.engine.runner import describe_error
+    from diffbox.store import WriteFailed
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/tmp/gradio/3f2a/outputs/meta.json")
+    assert describe_error(full) == "meta.json: the disk is full"
+    assert describe_error(OSError(errno.EROFS, "Read-only file system")) == "the disk is read-only"
+    assert describe_error(WriteFailed("could not write video.mp4: the disk is full")) == \
+        "could not write video.mp4: the disk is full"
+
+
+def test_a_handler_cancelled_while_its_input_is_checked_cancels_the_job_it_submits(services):
+    import asyncio
+
+    from diffbox.ui.jobs import submit_or_explain
+
+    submitted = []
+
+    def slow_start():
+        time.sleep(0.5)  # decoding a large image, in the worker thread
+        job = services.runner.submit("test", {}, lambda ctx: JobResult())
+        submitted.append(job)
+        return job
+
+    async def handler_cancelled_at_once():
+        task = asyncio.create_task(submit_or_explain(slow_start))
+        await asyncio.sleep(0.1)
+        task.cancel()  # what Gradio does when the page or the client goes away
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(handler_cancelled_at_once())
+    wait_for(lambda: submitted, timeout=10)
+    assert submitted[0].cancel_requested.is_set()
+    assert submitted[0].wait(10).status in (CANCELLED, DONE)  # it may have started before the cancel landed

@@ -58,6 +58,7 @@ def test_unusable_home_is_a_clear_error(tmp_path):
     ([], {"DIFFBOX_AUTH": ":pw"}, "DIFFBOX_AUTH"),
     ([], {"DIFFBOX_PORT": "http"}, "DIFFBOX_PORT"),
     (["--port", "70000"], {}, "--port"),
+    (["--port", "abc"], {}, "--port"),
 ])
 def test_bad_values_name_their_source(argv, env, field):
     with pytest.raises(SettingsError, match=field):
@@ -69,3 +70,31 @@ def test_unknown_flag_exits_with_usage(capsys):
         load_settings(["--turbo"], {})
     assert caught.value.code == 2
     assert "unrecognized arguments: --turbo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host,loopback", [
+    ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("192.168.1.5", False), ("pod.example", False),
+])
+def test_only_this_machines_loopback_counts_as_private(host, loopback):
+    assert load_settings(["--host", host], {}).loopback_only is loopback
+
+
+def test_upload_limit_ttl_and_no_auth_come_from_flags_or_env():
+    s = load_settings([], {})
+    assert (s.no_auth, s.max_upload_mb, s.upload_ttl_hours) == (False, 100.0, 24.0)
+    s = load_settings([], {"DIFFBOX_NO_AUTH": "1", "DIFFBOX_MAX_UPLOAD_MB": "5", "DIFFBOX_UPLOAD_TTL_HOURS": "0.5"})
+    assert (s.no_auth, s.max_upload_mb, s.upload_ttl_hours) == (True, 5.0, 0.5)
+    s = load_settings(["--max-upload-mb", "7", "--upload-ttl-hours", "2"], {"DIFFBOX_MAX_UPLOAD_MB": "5"})
+    assert (s.max_upload_mb, s.upload_ttl_hours) == (7.0, 2.0)
+
+
+@pytest.mark.parametrize("argv,env,field", [
+    (["--max-upload-mb", "0"], {}, "--max-upload-mb"),
+    ([], {"DIFFBOX_UPLOAD_TTL_HOURS": "soon"}, "DIFFBOX_UPLOAD_TTL_HOURS"),
+    ([], {"DIFFBOX_AUTH": "diffbox:{{ RUNPOD_SECRET_diffbox_password }}"}, "unfilled RunPod secret"),
+    (["--no-auth"], {"DIFFBOX_AUTH": "a:b"}, "contradict"),
+])
+def test_more_bad_values_name_their_source(argv, env, field):
+    with pytest.raises(SettingsError, match=field):
+        load_settings(argv, env)

@@ -1,7 +1,9 @@
+import errno
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -9,7 +11,8 @@ import time
 
 import pytest
 
-from diffbox.store import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobHistory, atomic_write_text, open_db)
+from diffbox.store import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, HistoryUnavailable, JobHistory, atomic_write_text,
+                           open_db)
 
 WRITER = textwrap.dedent("""
     import sys
@@ -19,31 +22,36 @@ WRITER = textwrap.dedent("""
     while True:
         job = history.create("i2v", {"prompt": "a long prompt " * 60, "seed": 1})
         history.update(job, status=DONE, outputs=["video.mp4"])
+        print("acknowledged", job, flush=True)
 """)
 
 
-def test_kill_9_at_any_moment_leaves_the_last_good_database(tmp_path):
-    db = tmp_path / "jobs.json"
+def rows(db) -> list[dict]:
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        return [json.loads(text) for (text,) in connection.execute("SELECT record FROM jobs")]
+
+
+def test_kill_9_at_any_moment_loses_nothing_acknowledged(tmp_path):
+    db = tmp_path / "jobs.sqlite3"
     rng = random.Random(7)
-    last_count = 0
-    for _ in range(15):
+    acknowledged: set[str] = set()
+    for _ in range(12):
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db)], stdout=subprocess.PIPE, text=True)
         assert writer.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.35))
+        acknowledged.add(writer.stdout.readline().split()[1])  # it is writing: now kill it at a random moment
+        time.sleep(rng.uniform(0.0, 0.3))
         writer.send_signal(signal.SIGKILL)
         writer.wait()
-        # The file itself must parse: no quarantine, no half-written JSON.
-        data = json.loads(db.read_text())
-        jobs = list(data["jobs"].values())
-        assert len(jobs) >= last_count
-        assert all(job["status"] in (QUEUED, DONE) and job["params"]["seed"] == 1 for job in jobs)
-        last_count = len(jobs)
-    assert last_count > 50  # the writers really wrote, many times over
-    assert db.stat().st_size > 64 * 1024  # big enough that one write takes several syscalls
+        acknowledged |= {line.split()[1] for line in writer.stdout.read().splitlines() if line.startswith("ack")}
+        jobs = {job["id"]: job for job in rows(db)}  # a hot journal from the kill is rolled back here
+        finished = {job_id for job_id, job in jobs.items() if job["status"] == DONE}
+        assert acknowledged <= finished
+        assert all(job["status"] in (QUEUED, DONE) and job["params"]["seed"] == 1 for job in jobs.values())
+    assert len(acknowledged) > 24  # the writers really wrote, many times over
+    history = JobHistory(db)
+    assert {job["id"] for job in history.list(limit=10_000)} >= acknowledged
     assert not list(tmp_path.glob("*.corrupt-*"))
-    history = JobHistory(db)  # reopening also sweeps temp files a killed writer left behind
-    assert len(history.list(limit=10_000)) == last_count
-    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_a_crash_between_write_and_rename_keeps_the_old_file(tmp_path, monkeypatch):
@@ -61,7 +69,7 @@ def test_a_crash_between_write_and_rename_keeps_the_old_file(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("garbage", [b'{"jobs": {"1": {"id": ', b"\x00\xff\xfe", b"[1, 2, 3]", b'{"jobs": 5}'])
-def test_a_corrupt_database_is_moved_aside_and_a_new_one_starts(tmp_path, garbage, caplog):
+def test_a_corrupt_old_json_history_is_moved_aside_and_a_new_one_starts(tmp_path, garbage, caplog):
     db = tmp_path / "jobs.json"
     db.write_bytes(garbage)
     history = JobHistory(db)
@@ -106,3 +114,80 @@ def test_open_db_is_plain_tinydb_for_other_tables(tmp_path):
     db = open_db(tmp_path / "presets.json")
     db.table("presets").insert({"name": "fast"})
     assert json.loads((tmp_path / "presets.json").read_text())["presets"]["1"] == {"name": "fast"}
+
+
+def test_a_corrupt_job_database_is_moved_aside_and_a_new_one_starts(tmp_path, caplog):
+    db = tmp_path / "jobs.sqlite3"
+    garbage = b"SQLite format 3\x00" + bytes(range(256)) * 64
+    db.write_bytes(garbage)
+    history = JobHistory(db)
+    assert history.list() == [] and history.get(history.create("i2v", {}))["status"] == QUEUED
+    aside = list(tmp_path.glob("jobs.corrupt-*.sqlite3"))
+    assert len(aside) == 1 and aside[0].read_bytes() == garbage
+    assert "moved it aside" in caplog.text
+
+
+def test_the_old_json_history_is_imported_once_and_kept_beside(tmp_path):
+    old = tmp_path / "jobs.json"
+    records = {str(n): {"id": f"20250101-00000{n}-abcdef", "workflow": "i2v", "status": DONE, "params": {"seed": n},
+                        "created_at": 1000.0 + n, "outputs": [f"{n}.mp4"]} for n in range(3)}
+    old.write_text(json.dumps({"jobs": records}))
+    history = JobHistory(old)
+    assert [j["params"]["seed"] for j in history.list()] == [2, 1, 0]
+    history.close()
+    assert not old.exists() and (tmp_path / "jobs.json.imported").is_file()
+    assert len(JobHistory(old).list()) == 3  # not imported twice
+
+
+def test_a_refused_write_is_kept_shown_and_saved_when_the_disk_recovers(tmp_path, monkeypatch):
+    history = JobHistory(tmp_path / "jobs.sqlite3", retry_s=0.05)
+    job = history.create("i2v", {"seed": 1})
+    history.update(job, status=RUNNING, started_at=time.time())
+    disk_full = {"on": True}
+    real_write = JobHistory._write
+
+    def write(self, records):
+        if disk_full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "jobs.sqlite3"))
+        real_write(self, records)
+
+    monkeypatch.setattr(JobHistory, "_write", write)
+    assert history.update(job, status=DONE, outputs=["video.mp4"]) is False
+    assert history.get(job)["status"] == DONE and history.list()[0]["status"] == DONE  # shown as it is
+    assert rows(tmp_path / "jobs.sqlite3")[0]["status"] == RUNNING  # not on disk yet
+    with pytest.raises(HistoryUnavailable, match="the job could not be recorded in the history: the disk is full"):
+        history.create("i2v", {})
+    disk_full["on"] = False
+    deadline = time.monotonic() + 10
+    while rows(tmp_path / "jobs.sqlite3")[0]["status"] != DONE:  # the retry thread saves it on its own
+        assert time.monotonic() < deadline, "the kept record was never saved"
+        time.sleep(0.05)
+    assert history.flush() == 0
+
+
+FULL_DISK_CHILD = textwrap.dedent("""
+    import json, resource, signal, sys, time
+    from diffbox.store import JobHistory
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+    history = JobHistory(sys.argv[1], retry_s=0.1)
+    job = history.create("i2v", {"seed": 1})
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096 * 8, hard))  # the database cannot grow past 32 KB
+    saved = history.update(job, status="done", outputs=["video.mp4"], notes=["x" * 100_000])
+    print(json.dumps({"saved": saved, "shown": history.get(job)["status"]}), flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space again
+    deadline = time.monotonic() + 10
+    while history.flush() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print(json.dumps({"unsaved": history.flush()}), flush=True)
+""")
+
+
+def test_a_real_file_size_limit_keeps_the_finished_state_until_it_can_be_saved(tmp_path):
+    db = tmp_path / "jobs.sqlite3"
+    result = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(db)], capture_output=True, text=True,
+                            timeout=60)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines == [{"saved": False, "shown": DONE}, {"unsaved": 0}], result.stderr
+    assert "the history could not save its done state" in result.stderr
+    assert rows(db)[0]["status"] == DONE and len(rows(db)[0]["notes"][0]) == 100_000

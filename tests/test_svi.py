@@ -196,3 +196,29 @@ def test_extend_refuses_an_unknown_job_and_a_new_size(services, image):
     with pytest.raises(InvalidParams) as caught:
         services.submit_svi_extend(first.metadata["job_id"], {"width": 64})
     assert "width" in caught.value.errors
+
+
+# The official SVI 2.0 Pro inference (vita-epfl/Stable-Video-Infinity, branch svi_wan22): DiffSynth's Wan Euler
+# sampler at shift 5, 50 steps, switch_DiT_boundary 0.875, cfg_scale 4.0, 81 frames, 1 motion latent, 15 fps.
+OFFICIAL = {"scheduler": "euler", "flow_shift": 5.0, "num_inference_steps": 50, "boundary_ratio": 0.875,
+            "guidance_scale": 4.0, "guidance_scale_2": 4.0, "num_frames": 81, "num_motion_latents": 1, "fps": 15,
+            "svi_weight_high": 1.0, "svi_weight_low": 1.0}
+
+
+def test_svis_defaults_and_its_official_preset_are_the_official_recipe():
+    from diffbox.presets import load_shipped
+
+    defaults = svi.SPEC.defaults()
+    assert {name: defaults[name] for name in OFFICIAL} == OFFICIAL
+    (preset,) = [p for p in load_shipped() if p["name"] == "SVI 2.0 Pro official"]
+    assert {name: preset["params"][name] for name in OFFICIAL} == OFFICIAL  # set explicitly: it claims the recipe
+    pinned = {f["name"].rsplit("/", 1)[-1] for m in preset["models"] for f in m["files"]}
+    assert {preset["params"]["svi_lora_high"], preset["params"]["svi_lora_low"]} == {f"loras/{n}" for n in pinned}
+
+
+def test_the_official_sampler_splits_the_steps_at_875_and_says_so(services, image):
+    job = services.submit_svi({**SMALL, **svi.DISTILL_PRESET, "num_clips": 1}, image)
+    assert job.wait(180).status == DONE
+    notes = " | ".join(services.history.get(job.id)["notes"])
+    # Wan's grid at shift 5, 6 steps: 3 + 3 around t = 875, as SVI's own ComfyUI workflow runs them
+    assert "euler scheduler, timesteps: 1000, 961.5, 909.1, 833.3, 714.3, 500 (high-noise expert 3 steps" in notes

@@ -101,23 +101,23 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 class _Estimates:
-    """Per-component estimates of one model and dtype, computed once per weight storage."""
+    """Per-component estimates of one model and dtype (and VAE dtype), computed once per weight storage."""
 
-    def __init__(self, source: ModelSource, dtype: str):
-        self.source, self.dtype = source, dtype
+    def __init__(self, source: ModelSource, dtype: str, vae_dtype: str | None = None):
+        self.source, self.dtype, self.vae_dtype = source, dtype, vae_dtype or dtype
         self._by_weights: dict[str, dict[str, ComponentEstimate]] = {}
 
     def __call__(self, weights: str) -> dict[str, ComponentEstimate]:
         if weights not in self._by_weights:
             self._by_weights[weights] = estimate_components(self.source.base, self.dtype, weights,
-                                                            dict(self.source.files))
+                                                            dict(self.source.files), {"vae": self.vae_dtype})
         return self._by_weights[weights]
 
 
 @dataclass
 class LoadedPipeline:
     pipe: DiffusionPipeline | None  # None once unloaded
-    key: tuple  # (resolved model str, dtype name, weights[, pipeline class name])
+    key: tuple  # (resolved model str, dtype name, weights, VAE dtype name[, pipeline class name])
     placement: Placement
     source: ModelSource
     estimates: _Estimates
@@ -194,10 +194,12 @@ class ModelCache:
     # -- the main call ---------------------------------------------------------------------------
 
     def get(self, path: str | Path | ModelSource, *, dtype: str = "auto", weights: str = "auto",
-            placement: str = "auto", pipeline_class: type | None = None, log: Log | None = None) -> LoadedPipeline:
+            placement: str = "auto", pipeline_class: type | None = None, log: Log | None = None,
+            vae_dtype: str = "auto") -> LoadedPipeline:
         """A ready pipeline for ``path`` (folder, cached repo id or ModelSource), loading it if needed.
 
         dtype: auto (bf16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32.
+        vae_dtype: auto (= dtype) | bfloat16 | float16 | float32 — the VAE alone (Wan's runs best in float32).
         weights: auto (native unless the budget needs fp8) | native | fp8 | int8.
         placement: auto | gpu | model_offload | group_offload | sequential_offload | cpu.
         """
@@ -207,12 +209,13 @@ class ModelCache:
             raise ValueError("int8 weights need torchao, which is not installed here; choose fp8, or "
                              "pip install torchao (a build matching this torch)")
         torch_dtype = loaders.resolve_dtype(dtype)
+        vae_torch_dtype = torch_dtype if vae_dtype in (None, "auto") else loaders.resolve_dtype(vae_dtype)
         say = _sayer(log)
         with self._lock:
             self.unload_idle(log=say)
             source = loaders.resolve_source(path, cache_dir=self._cache_dir)
-            dname = loaders.dtype_name(torch_dtype)
-            hit = self._find(source.key, dname, weights, placement, pipeline_class)
+            dname, vae_dname = loaders.dtype_name(torch_dtype), loaders.dtype_name(vae_torch_dtype)
+            hit = self._find(source.key, dname, vae_dname, weights, placement, pipeline_class)
             if hit is not None:
                 hit.last_used = self._clock()
                 self._entries.move_to_end(hit.key)
@@ -222,16 +225,17 @@ class ModelCache:
                 # Two copies of one model never help: drop the one loaded with other settings first.
                 self._drop(stale, say, f"Unloaded {display_name(stale.name)} ({stale.placement.label}) "
                                        "to load it with other settings")
-            estimates = _Estimates(source, dname)
+            estimates = _Estimates(source, dname, vae_dname)
             reserve = activation_reserve(estimates("native"), min_bytes=self._min_reserve,
                                          fraction=self._reserve_fraction)
             chosen = self._make_room(source.key, estimates, reserve, placement, weights, say)
             return self._load(source, torch_dtype, chosen, estimates, reserve, (weights, placement),
-                              pipeline_class, say)
+                              pipeline_class, say, vae_torch_dtype)
 
-    def _find(self, name, dname, weights, placement, pipeline_class) -> LoadedPipeline | None:
+    def _find(self, name, dname, vae_dname, weights, placement, pipeline_class) -> LoadedPipeline | None:
         for entry in self._entries.values():
-            if (entry.name == name and entry.key[1] == dname and entry.pipeline_class is pipeline_class
+            if (entry.name == name and entry.key[1] == dname and entry.key[3] == vae_dname
+                    and entry.pipeline_class is pipeline_class
                     and weights in ("auto", entry.placement.weights)
                     and placement in ("auto", entry.placement.mode)):
                 return entry
@@ -270,18 +274,19 @@ class ModelCache:
             return chosen
 
     def _load(self, source: ModelSource, torch_dtype: torch.dtype, placement: Placement, estimates: _Estimates,
-              reserve: int, requested: tuple[str, str], pipeline_class: type | None, say: Log) -> LoadedPipeline:
+              reserve: int, requested: tuple[str, str], pipeline_class: type | None, say: Log,
+              vae_dtype: torch.dtype) -> LoadedPipeline:
         say(f"{display_name(source.key)}: {placement.reason}")
         started = time.perf_counter()
         pipe = None
         try:
-            pipe = self._loader(source, dtype=torch_dtype, pipeline_class=pipeline_class)
+            pipe = self._loader(source, dtype=torch_dtype, vae_dtype=vae_dtype, pipeline_class=pipeline_class)
             self._place(pipe, placement, torch_dtype, estimates, say)
         except BaseException:
             pipe = None
             _free_memory()
             raise
-        key = (source.key, loaders.dtype_name(torch_dtype), placement.weights)
+        key = (source.key, loaders.dtype_name(torch_dtype), placement.weights, loaders.dtype_name(vae_dtype))
         key += (pipeline_class.__name__,) if pipeline_class else ()
         now = self._clock()
         entry = LoadedPipeline(pipe, key, placement, source, estimates, reserve, requested, pipeline_class,
@@ -364,7 +369,7 @@ class ModelCache:
             pipe = None  # group/sequential hooks or fp8 weights cannot be undone: reload from disk
             _free_memory()
             return self._load(loaded.source, torch_dtype, nxt, loaded.estimates, loaded.reserve_bytes,
-                              loaded.requested, loaded.pipeline_class, say)
+                              loaded.requested, loaded.pipeline_class, say, loaders.resolve_dtype(loaded.key[3]))
 
     # -- unloading ---------------------------------------------------------------------------------
 
@@ -435,7 +440,7 @@ class ModelCache:
     def stats(self) -> list[dict]:
         now = self._clock()
         return [{
-            "model": entry.name, "dtype": entry.key[1], "weights": entry.placement.weights,
+            "model": entry.name, "dtype": entry.key[1], "vae_dtype": entry.key[3], "weights": entry.placement.weights,
             "placement": entry.placement.mode, "reason": entry.placement.reason,
             "projected_bytes": entry.placement.projected_bytes, "budget_bytes": entry.placement.budget_bytes,
             "measured_peak_bytes": entry.measured_peak_bytes, "idle_vram_bytes": entry.idle_vram_bytes,
@@ -445,13 +450,14 @@ class ModelCache:
 
 
 def estimate_pipeline_bytes(path: str | Path | ModelSource, dtype: str | torch.dtype = "auto",
-                            weights: str = "native") -> dict[str, int]:
+                            weights: str = "native", vae_dtype: str | torch.dtype = "auto") -> dict[str, int]:
     """Bytes per component once loaded, from safetensors/GGUF headers only (no weights are read)."""
     source = loaders.resolve_source(path)
     storage = "native" if weights == "auto" else weights
     _check_choice("weights", storage, WEIGHTS)
-    estimates = estimate_components(source.base, loaders.dtype_name(loaders.resolve_dtype(dtype)), storage,
-                                    dict(source.files))
+    dname = loaders.dtype_name(loaders.resolve_dtype(dtype))
+    vae = dname if vae_dtype == "auto" else loaders.dtype_name(loaders.resolve_dtype(vae_dtype))
+    estimates = estimate_components(source.base, dname, storage, dict(source.files), {"vae": vae})
     return {name: estimate.total_bytes for name, estimate in estimates.items()}
 
 

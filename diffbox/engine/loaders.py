@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 
+from diffbox.engine.checkpoints import state_dict_for_diffusers
 from diffbox.engine.compat import install_qwen_processor_compat
 from diffbox.engine.memory import (DEFAULT_SKIP_PATTERNS, GROUP_OFFLOAD_EXCLUDE, LOW_PRECISION_PREFIXES,
-                                   MODE_LABELS, read_safetensors_header)
+                                   MODE_LABELS, component_weight_files, read_safetensors_header)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")
@@ -172,27 +173,59 @@ def load_pipeline(
     path: str | Path | ModelSource,
     *,
     dtype: torch.dtype | str | None = None,
+    vae_dtype: torch.dtype | str | None = None,
     pipeline_class: type | None = None,
     cache_dir: str | Path | None = None,
 ) -> DiffusionPipeline:
     """Load a pipeline onto the CPU from a folder, a cached repo id, or a ModelSource.
 
-    ``pipeline_class`` overrides the class named in model_index.json, e.g. to open a
-    Qwen-Image-Edit folder as QwenImageEditPlusPipeline or QwenImageEditInpaintPipeline.
+    ``vae_dtype`` loads the VAE alone in another dtype (None/"auto" = ``dtype``): diffusers
+    recommends float32 for Wan's VAE under bf16 experts. ``pipeline_class`` overrides the class
+    named in model_index.json, e.g. to open a Qwen-Image-Edit folder as QwenImageEditPlusPipeline.
     """
     install_qwen_processor_compat()
     source = resolve_source(path, cache_dir=cache_dir)
     index = read_model_index(source.base)  # fail early with a clear message instead of a hub lookup error
     dtype = resolve_dtype(dtype)
+    vae = dtype if vae_dtype in (None, "auto") else resolve_dtype(vae_dtype)
     # Components given as single files are loaded first and passed in, so from_pretrained never
     # reads the base folder's copy of them.
-    replaced = {component: load_single_file(file, base=source.base, component=component, dtype=dtype, index=index)
+    replaced = {component: load_single_file(file, base=source.base, component=component,
+                                            dtype=vae if component == "vae" else dtype, index=index)
                 for component, file in source.files}
+    replaced = {**wan_experts_without_image_layers(source.base, index, dtype, skip=replaced), **replaced}
     # The concrete class, not DiffusionPipeline: the generic from_pretrained silently ignores
     # passed-in components (it checks kwargs against DiffusionPipeline's own, empty, signature).
     loader = pipeline_class or _pipeline_class(index)
-    # dtype=, not torch_dtype=: the latter is deprecated in diffusers 0.42.
-    return loader.from_pretrained(source.base, dtype=dtype, local_files_only=True, **replaced)
+    # dtype=, not torch_dtype=: the latter is deprecated in diffusers 0.42. A dict gives one dtype per
+    # component in the same single load ("default" for the rest), so nothing is loaded twice or cast after.
+    dtypes = dtype if vae == dtype else {"default": dtype, "vae": vae}
+    return loader.from_pretrained(source.base, dtype=dtypes, local_files_only=True, **replaced)
+
+
+def wan_experts_without_image_layers(base: Path, index: dict, dtype: torch.dtype, *,
+                                     skip=()) -> dict[str, torch.nn.Module]:
+    """Wan I2V experts whose config names image-conditioning layers their weights do not have, loaded
+    without them. Wan 2.2 A14B has no image encoder, but one revision of its -Diffusers transformer config
+    carried Wan 2.1's ``image_dim`` / ``added_kv_proj_dim``; diffusers would then build those layers with
+    random weights and the pipeline would try to run an image encoder it does not have."""
+    from diffusers import WanTransformer3DModel
+
+    if index.get("_class_name") != "WanImageToVideoPipeline" or any(index.get("image_encoder") or []):
+        return {}
+    experts = {}
+    for name in ("transformer", "transformer_2"):
+        config_file = base / name / "config.json"
+        if name in skip or not config_file.is_file():
+            continue
+        if json.loads(config_file.read_text(encoding="utf-8")).get("image_dim") is None:
+            continue
+        if any(key.startswith("condition_embedder.image_embedder.") for file in component_weight_files(base / name)
+               for key in read_safetensors_header(file)):
+            continue  # the weights are there: a real Wan 2.1-style expert
+        experts[name] = WanTransformer3DModel.from_pretrained(base, subfolder=name, dtype=dtype, local_files_only=True,
+                                                              image_dim=None, added_kv_proj_dim=None)
+    return experts
 
 
 def _pipeline_class(index: dict) -> type:
@@ -215,31 +248,36 @@ def load_single_file(file: str | Path, *, base: Path, component: str, dtype: tor
     """One component from a single-file checkpoint, configured by ``base/component/config.json``.
 
     Diffusers-format and original-format keys both work (diffusers converts the latter); passing
-    ``config=`` means no hub lookup and no guessing the model size from the keys.
+    ``config=`` means no hub lookup and no guessing the model size from the keys. ComfyUI's scaled
+    fp8 files (both formats) are dequantised into ``dtype`` first; text encoders are refused
+    (engine/checkpoints.py says why).
     """
     import diffusers
 
     file = Path(file)
     index = index or read_model_index(base)
     entry = index.get(component)
+    if isinstance(entry, list) and len(entry) == 2 and entry[0] == "transformers":
+        raise ValueError(f"{file.name} cannot replace the {component} of {base.name}: diffbox loads transformers "
+                         f"components ({entry[1]}) from the model's folder only; use single files for its "
+                         "transformers")
     if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "diffusers"):
         raise ValueError(f"{base} has no diffusers component {component!r} for {file.name} to replace")
     cls = getattr(diffusers, entry[1], None)
     if cls is None or not hasattr(cls, "from_single_file"):
         raise ValueError(f"{entry[1]} cannot be loaded from a single file ({file})")
     kwargs = dict(config=str(base), subfolder=component, dtype=dtype, local_files_only=True)
+    checkpoint: str | dict = str(file)
     if file.suffix == ".gguf":
         if not gguf_available():
             raise ImportError(f"{file.name} is a GGUF checkpoint; reading it needs the gguf package "
                               "(pip install gguf)")
         kwargs["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
-    elif any(key.endswith("scale_weight") or key == "scaled_fp8" for key in read_safetensors_header(file)):
-        # ComfyUI's "fp8 scaled" files store weight/scale pairs diffusers does not apply: it would
-        # load the raw fp8 values and generate noise. (A corrupt file fails in the header read, named.)
-        raise ValueError(f"{file.name} is a ComfyUI fp8-scaled checkpoint, which diffusers cannot load "
-                         "correctly; use the bf16/fp16 (with fp8 weights here) or a GGUF file instead")
+    else:
+        read_safetensors_header(file)  # a corrupt or truncated file fails here, named
+        checkpoint = state_dict_for_diffusers(file, entry[1], dtype) or checkpoint
     try:
-        model = cls.from_single_file(str(file), **kwargs)
+        model = cls.from_single_file(checkpoint, **kwargs)
     except Exception as error:
         raise ValueError(f"could not load {file} as the {component} ({entry[1]}) of {base.name}: its "
                          f"tensors do not match that model ({error.__class__.__name__}: {error})") from error

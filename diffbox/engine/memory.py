@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from diffbox.engine.checkpoints import COMFY_PREFIX, QUANT_EXTRAS
+
 GiB = 1024**3
 
 MODES = ("gpu", "model_offload", "group_offload", "sequential_offload", "cpu")
@@ -60,6 +62,8 @@ _ST_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5
                    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Original Wan module names in single files -> the diffusers names _keep_in_fp32_modules lists.
+NATIVE_WAN_NAMES = {"time_embedding": "time_embedder", "modulation": "scale_shift_table"}
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -229,7 +233,7 @@ def estimate_component(name: str, tensors: Iterable[_Tensor], *, dtype: str, wei
         if tensor.dtype not in _ST_DTYPE_BYTES or not (tensor.dtype.startswith("F") or tensor.dtype == "BF16"):
             return tensor.stored_bytes  # integer buffers keep their type
         module, _, leaf = tensor.name.rpartition(".")
-        if dtype != "float32" and any(m in tensor.name.split(".") for m in keep_fp32):
+        if dtype != "float32" and any(NATIVE_WAN_NAMES.get(m, m) in keep_fp32 for m in tensor.name.split(".")):
             return tensor.numel * 4  # diffusers keeps these in fp32 under a half dtype
         if low_precision and leaf in ("weight", "bias") and not any(re.search(p, module) for p in skip_patterns):
             ndim = layer_ndim.get(module, 0)
@@ -248,7 +252,8 @@ def estimate_component(name: str, tensors: Iterable[_Tensor], *, dtype: str, wei
         size = loaded_bytes(tensor)
         total += size
         parts = tensor.name.split(".")
-        if len(parts) > 2 and parts[1].isdigit():  # children of a top-level ModuleList: blocks.3.attn1...
+        # children of a top-level ModuleList: blocks.3.attn1... (not an original-name Sequential: time_embedding.0)
+        if len(parts) > 2 and parts[1].isdigit() and parts[0].endswith("blocks"):
             block = f"{parts[0]}.{parts[1]}"
             blocks[block] = blocks.get(block, 0) + size
         else:
@@ -259,9 +264,10 @@ def estimate_component(name: str, tensors: Iterable[_Tensor], *, dtype: str, wei
                              block_level=library == "diffusers")
 
 
-def estimate_components(base: str | Path, dtype: str, weights: str,
-                        files: dict[str, Path] | None = None) -> dict[str, ComponentEstimate]:
-    """Per-component estimates for a diffusers folder; ``files`` swaps in single-file checkpoints."""
+def estimate_components(base: str | Path, dtype: str, weights: str, files: dict[str, Path] | None = None,
+                        component_dtypes: dict[str, str] | None = None) -> dict[str, ComponentEstimate]:
+    """Per-component estimates for a diffusers folder; ``files`` swaps in single-file checkpoints,
+    ``component_dtypes`` loads some components in another dtype (e.g. {"vae": "float32"})."""
     base = Path(base)
     index = json.loads((base / "model_index.json").read_text(encoding="utf-8"))
     files = dict(files or {})
@@ -281,8 +287,8 @@ def estimate_components(base: str | Path, dtype: str, weights: str,
                            if f.suffix in _PICKLE_SUFFIXES]
             if not tensors:
                 continue  # tokenizers, schedulers, processors: no weights
-        estimates[name] = estimate_component(name, tensors, dtype=dtype, weights=weights, library=library,
-                                             class_name=class_name)
+        estimates[name] = estimate_component(name, tensors, dtype=(component_dtypes or {}).get(name, dtype),
+                                             weights=weights, library=library, class_name=class_name)
     return estimates
 
 
@@ -294,7 +300,12 @@ def _single_file_tensors(file: Path) -> list[_Tensor]:
         # Without the gguf package the load fails later with its own message; until then assume the
         # file is one big block so the projection errs on the safe side.
         return [_Tensor("weights", "Q", (), file.stat().st_size)]
-    return _safetensors_tensors(file)
+    # ComfyUI's files nest every name under `model.diffusion_model.`; the loader strips it, and so
+    # must the block grouping below (`blocks.3.` is a block, `model.diffusion_model.blocks.3.` is not).
+    # fp8 scales and markers are folded into the weights at load time: they take no memory then.
+    tensors = [_Tensor(t.name.removeprefix(COMFY_PREFIX), t.dtype, t.shape, t.stored_bytes)
+               for t in _safetensors_tensors(file)]
+    return [t for t in tensors if t.name != "scaled_fp8" and not t.name.endswith(QUANT_EXTRAS)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
-"""JobRunner: one GPU at a time, progress events, a cancel flag checked at every step, history records.
+"""JobRunner: the GPU queue. One job at a time, first come first served, progress events, a cancel
+flag checked at every step, history records.
 
-Why a lock and not just Gradio's queue: when a user cancels, Gradio frees the queue slot at once
-while the cancelled thread is still on the GPU, so the queue alone lets two jobs overlap. Every
-job runs in its own worker thread and holds GPU_LOCK from its first to its last GPU operation.
+The runner, not Gradio's queue, is where jobs wait: the GPU events take any number of requests
+and every request becomes a "queued" job at once, so waiting jobs show in /health and the
+history, their wait is measured, and Stop cancels them before they start. Gradio's queue alone
+would not even be safe: when a user cancels, it frees the slot at once while the cancelled
+thread is still on the GPU. Every job runs in its own worker thread and holds GPU_LOCK from its
+first to its last GPU operation.
 
 Cancel raises Cancelled from the pipeline's step callback instead of setting `pipe._interrupt`,
 which would still run the (slow) VAE decode after Stop.
@@ -16,16 +20,23 @@ import queue
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
 
-from diffbox.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobHistory
+from diffbox.store import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobHistory, WriteFailed,
+                           describe_storage_error)
 
 log = logging.getLogger(__name__)
 
 GPU_LOCK = threading.Lock()
 LOCK_POLL_S = 0.05
+MAX_WAITING = 32  # each waiting job holds its decoded inputs in memory; beyond this, submits are refused
+
+
+class QueueFull(Exception):
+    """Too many jobs are already waiting for the GPU; the message says so in one sentence."""
 
 
 class Cancelled(Exception):
@@ -227,16 +238,28 @@ Work = Callable[[JobContext], JobResult]
 
 
 class JobRunner:
-    def __init__(self, history: JobHistory, outputs_dir: Path, gpu_lock: threading.Lock = GPU_LOCK):
+    def __init__(self, history: JobHistory, outputs_dir: Path, gpu_lock: threading.Lock = GPU_LOCK,
+                 max_waiting: int = MAX_WAITING):
         self.history = history
         self.outputs_dir = Path(outputs_dir)
         self.gpu_lock = gpu_lock
+        self.max_waiting = max_waiting
         self._active: dict[str, Job] = {}
         self._active_lock = threading.Lock()
+        self._line: deque[Job] = deque()  # jobs waiting for the GPU, first come first served
+        self._turn = threading.Condition()
 
     def submit(self, workflow: str, params: dict, work: Work) -> Job:
-        """Records the job as queued and starts it on a worker thread; returns at once."""
-        job = Job(self.history.create(workflow, params), workflow)
+        """Records the job as queued and starts it on a worker thread; returns at once.
+
+        Raises QueueFull when max_waiting jobs already wait, and HistoryUnavailable when the job
+        cannot be recorded (then it does not run)."""
+        with self._turn:
+            if len(self._line) >= self.max_waiting:
+                raise QueueFull(f"{len(self._line)} jobs are already waiting for the GPU; try again when one "
+                                "has finished")
+            job = Job(self.history.create(workflow, params), workflow)
+            self._line.append(job)
         with self._active_lock:
             self._active[job.id] = job
         threading.Thread(target=self._run, args=(job, work), name=f"job-{job.id}", daemon=True).start()
@@ -247,17 +270,36 @@ class JobRunner:
             job = self._active.get(job_id)
         if job:
             job.cancel()
+            with self._turn:
+                self._turn.notify_all()
         return job is not None
 
     def active(self) -> list[Job]:
         with self._active_lock:
             return list(self._active.values())
 
+    def waiting(self) -> list[Job]:
+        """The jobs waiting for the GPU, the next one first."""
+        with self._turn:
+            return list(self._line)
+
     def _acquire_gpu(self, job: Job) -> bool:
-        while not self.gpu_lock.acquire(timeout=LOCK_POLL_S):
-            if job.cancel_requested.is_set():
+        """Waits until `job` is first in line and the lock is free; False if it was cancelled meanwhile."""
+        with self._turn:
+            try:
+                while not job.cancel_requested.is_set():
+                    if self._line[0] is job and self.gpu_lock.acquire(blocking=False):
+                        return True
+                    self._turn.wait(LOCK_POLL_S)  # the lock may also be taken outside the runner: poll
                 return False
-        return True
+            finally:
+                self._line.remove(job)
+                self._turn.notify_all()
+
+    def _release_gpu(self) -> None:
+        self.gpu_lock.release()
+        with self._turn:
+            self._turn.notify_all()
 
     def _run(self, job: Job, work: Work) -> None:
         queued_at = time.time()
@@ -286,7 +328,7 @@ class JobRunner:
         finally:
             # Recorded before the lock is released, so the next job's start is always later.
             finished_at = time.time()
-            self.gpu_lock.release()
+            self._release_gpu()
         self._finish(job, outcome, started_at=started_at, queued_at=queued_at, finished_at=finished_at)
 
     def _finish(self, job: Job, outcome: FinishedEvent, *, started_at: float | None, queued_at: float,
@@ -316,8 +358,14 @@ class JobRunner:
 
 
 def describe_error(exc: BaseException) -> str:
-    """A sentence for the UI: the exception's own message, with the type only when it adds meaning."""
+    """A sentence for the UI: the exception's own message, with the type only when it adds meaning.
+    Disk trouble names the file but never its folder (which may be an internal one)."""
+    if isinstance(exc, WriteFailed):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = describe_storage_error(exc)
+        return f"{Path(str(exc.filename)).name}: {reason}" if exc.filename else reason
     message = str(exc).strip() or exc.__class__.__name__
-    if isinstance(exc, (ValueError, FileNotFoundError, PermissionError, KeyError)):
+    if isinstance(exc, (ValueError, KeyError)):
         return message
     return f"{exc.__class__.__name__}: {message}"

@@ -163,7 +163,7 @@ class Civitai:
         # Rebuilt on our base URL: the token must only ever go to the Civitai host we were told to use.
         url = f"{self.base}/api/download/models/{version['id']}" + (f"?{query}" if query else "")
         # The API's name wins; the download's Content-Disposition is the fallback. Both are sanitised.
-        name = safe_filename(chosen.get("name") or self._name_from_download(url) or "")
+        name = safe_filename(chosen.get("name") or self._name_from_download(url, model_name) or "")
         metadata = chosen.get("metadata") or {}
         if metadata.get("format") and metadata["format"] not in SAFE_FORMATS:
             raise UnsafeFile(f"refused {name}: it is a {metadata['format']} file; diffbox only accepts "
@@ -176,12 +176,15 @@ class Civitai:
         return Plan("civitai", model_id, str(version["id"]), f"{model_name} · {version.get('name', '')}".strip(" ·"),
                     [planned], kind, base_model_key(version.get("baseModel")))
 
-    def _name_from_download(self, url: str) -> str | None:
+    def _name_from_download(self, url: str, title: str) -> str | None:
+        """The file name the storage host gives the download: the API's answer is only a redirect to a
+        signed URL, and the name comes with that URL's own answer (its first byte is all we ask for)."""
         try:
-            with requests.get(url, headers=self._headers(), allow_redirects=False, timeout=API_TIMEOUT,
+            location, headers = self.resolve(url, title)
+            with requests.get(location, headers={**headers, "Range": "bytes=0-0"}, timeout=API_TIMEOUT,
                               stream=True) as response:
                 return filename_from_content_disposition(response.headers.get("Content-Disposition"))
-        except requests.RequestException:
+        except (requests.RequestException, HubError):
             return None
 
     @staticmethod

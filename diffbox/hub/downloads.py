@@ -5,6 +5,11 @@ immediate, readable error), then fetched in the background into models/.download
 (sha256 or git blob id from the source, then the safetensors/GGUF header) and only then moved into
 models/ by rename: the library never sees a partial or unverified file. Downloads left unfinished
 by a stopped app are queued again at the next start and resume from their `.part` files.
+
+A state change the disk refuses (it is full: the download itself may have filled it) is kept in
+memory, shown as if saved and written again every few seconds, so a download never reads
+"downloading" after its worker has stopped; cancel and retry also act on a download whose
+worker is gone.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Callable
 
 import tqdm
 
+from diffbox.engine.memory import format_bytes
 from diffbox.hub import Cancelled, HubError, Interrupted, TransientError
 from diffbox.hub.civitai import Civitai
 from diffbox.hub.huggingface import HuggingFace
@@ -29,7 +35,7 @@ from diffbox.hub.library import KIND_FOLDERS, Library, detect_file, normalise_so
 from diffbox.hub.plan import Plan, PlannedFile
 from diffbox.hub.safety import WEIGHT_SUFFIXES, git_blob_sha1, inside, safe_filename, sha256_file, validate_weights
 from diffbox.hub.transfer import Backoff, fetch_resumable
-from diffbox.store import open_db
+from diffbox.store import RETRY_S, describe_storage_error, open_db
 from tinydb import Query
 
 log = logging.getLogger(__name__)
@@ -138,6 +144,8 @@ class DownloadManager:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._work, name=f"download-{i}", daemon=True)
                          for i in range(workers)]
+        self._unsaved: dict[str, dict] = {}  # download id → fields the disk refused so far
+        self._retrier: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -173,6 +181,7 @@ class DownloadManager:
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout)
+        self._flush_unsaved()
         self._db.close()
 
     # -- requests -------------------------------------------------------------------------------
@@ -193,7 +202,7 @@ class DownloadManager:
             raise HubError("downloads come from hf or civitai")
         paths = [f.path for f in plan.files]
         with self._lock:
-            for record in self._table.all():
+            for record in map(self._merged, self._table.all()):
                 same = (record["plan"]["source"], record["plan"]["model_id"], record["plan"]["revision"],
                         [f["path"] for f in record["plan"]["files"]]) == (plan.source, plan.model_id,
                                                                          plan.revision, paths)
@@ -203,15 +212,18 @@ class DownloadManager:
         if existing is None:
             free = self._free_space(self.models_dir)
             if plan.total_size > free:
-                raise HubError(f"not enough disk space for {plan.title}: it needs {plan.total_size / 1e9:.1f} GB, "
-                               f"{free / 1e9:.1f} GB are free in {self.models_dir}")
+                raise HubError(f"not enough disk space for {plan.title}: it needs {format_bytes(plan.total_size)}, "
+                               f"{format_bytes(free)} are free in the models folder")
         download_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         record = {"id": download_id, "plan": plan.to_dict(), "state": DONE if existing else QUEUED,
                   "bytes_done": plan.total_size if existing else 0, "bytes_total": plan.total_size,
                   "error": None, "name": existing, "created_at": time.time(), "started_at": None,
                   "finished_at": time.time() if existing else None}
         with self._lock:
-            self._table.insert(record)
+            try:
+                self._table.insert(record)
+            except OSError as exc:
+                raise HubError(f"cannot record the download of {plan.title}: {describe_storage_error(exc)}") from None
         if existing:
             log.info("%s is already in the library as %s", plan.title, existing)
         else:
@@ -239,10 +251,10 @@ class DownloadManager:
             record = self._require(download_id)
             if record["state"] in (DONE, CANCELLED):
                 return self._public(record)
-            if record["state"] in (QUEUED, FAILED):
+            live = self._live.get(download_id)
+            if record["state"] in (QUEUED, FAILED) or self._orphaned(record):
                 self._update(download_id, state=CANCELLED, finished_at=time.time())
                 shutil.rmtree(self._staging(download_id), ignore_errors=True)
-            live = self._live.get(download_id)
         if live is not None:  # the worker notices at its next chunk, then cleans up
             live.cancel.set()
             live.wake.set()
@@ -252,7 +264,7 @@ class DownloadManager:
         """Queues a failed or cancelled download again; it resumes from whatever partial file is left."""
         with self._lock:
             record = self._require(download_id)
-            if record["state"] not in (FAILED, CANCELLED):
+            if record["state"] not in (FAILED, CANCELLED) and not self._orphaned(record):
                 return self._public(record)
             self._update(download_id, state=QUEUED, error=None, finished_at=None)
         self._queue.put(download_id)
@@ -262,7 +274,8 @@ class DownloadManager:
 
     def list(self, limit: int = 200) -> list[dict]:
         with self._lock:
-            records = sorted(self._table.all(), key=lambda r: r["created_at"], reverse=True)[:limit]
+            records = sorted((self._merged(r) for r in self._table.all()), key=lambda r: r["created_at"],
+                             reverse=True)[:limit]
         return [self._public(r) for r in records]
 
     def get(self, download_id: str) -> dict:
@@ -282,7 +295,15 @@ class DownloadManager:
         record = self._table.get(Query().id == download_id)
         if record is None:
             raise HubError(f"there is no download {download_id!r}")
-        return record
+        return self._merged(record)
+
+    def _merged(self, record: dict) -> dict:
+        """The record as it stands: what the disk holds, plus what it refused."""
+        return {**record, **self._unsaved.get(record["id"], {})}
+
+    def _orphaned(self, record: dict) -> bool:
+        """Downloading or verifying by the record, but no worker holds it (it ended without saying so)."""
+        return record["state"] in (DOWNLOADING, VERIFYING) and record["id"] not in self._live
 
     def _public(self, record: dict) -> dict:
         plan = record["plan"]
@@ -304,8 +325,35 @@ class DownloadManager:
         }
 
     def _update(self, download_id: str, **fields) -> None:
+        """Saves `fields`; if the disk refuses, keeps them (reads show them) and retries every few seconds."""
         with self._lock:
-            self._table.update(fields, Query().id == download_id)
+            pending = {**self._unsaved.pop(download_id, {}), **fields}
+            try:
+                self._table.update(pending, Query().id == download_id)
+            except OSError as exc:
+                self._unsaved[download_id] = pending
+                log.warning("download %s: could not save its state (%s); keeping it in memory and retrying",
+                            download_id, describe_storage_error(exc))
+                self._start_retrying()
+
+    def _flush_unsaved(self) -> bool:
+        """Writes what the disk refused before; True once nothing is left over."""
+        with self._lock:
+            for download_id in list(self._unsaved):
+                self._update(download_id)
+            return not self._unsaved
+
+    def _start_retrying(self) -> None:
+        if self._retrier is not None and self._retrier.is_alive():
+            return
+
+        def retry() -> None:
+            while not self._stop.wait(RETRY_S):
+                if self._flush_unsaved():
+                    return
+
+        self._retrier = threading.Thread(target=retry, name="downloads-retry", daemon=True)
+        self._retrier.start()
 
     def _staging(self, download_id: str) -> Path:
         return self.models_dir / STAGING / download_id
@@ -319,12 +367,14 @@ class DownloadManager:
                 return
             try:
                 self._run(download_id)
-            except Exception:  # noqa: BLE001 - a worker must survive any one download
+            except Exception as exc:  # noqa: BLE001 - a worker must survive any one download
                 log.exception("download %s crashed", download_id)
+                self._update(download_id, state=FAILED, error=f"unexpected error: {exc}", finished_at=time.time())
 
     def _run(self, download_id: str) -> None:
         with self._lock:
             record = self._table.get(Query().id == download_id)
+            record = self._merged(record) if record is not None else None
             if record is None or record["state"] != QUEUED:
                 return  # cancelled while queued, or queued twice
             live = self._live[download_id] = Live()
@@ -385,7 +435,7 @@ class DownloadManager:
                          bytes_done=0 if exc.discard else live.bytes_done, plan=plan.to_dict())
             log.warning("download %s failed: %s", download_id, exc)
         except OSError as exc:  # disk full, permissions: the partial file is kept for a retry
-            self._update(download_id, state=FAILED, error=f"could not write the file: {exc.strerror or exc}",
+            self._update(download_id, state=FAILED, error=f"could not write the file: {describe_storage_error(exc)}",
                          finished_at=time.time(), bytes_done=live.bytes_done)
             log.warning("download %s failed: %s", download_id, exc)
         except Exception as exc:  # a bug must not leave the download "downloading" forever

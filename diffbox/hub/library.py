@@ -21,13 +21,14 @@ from pathlib import Path
 
 from tinydb import Query
 
+from diffbox.engine.checkpoints import COMFY_PREFIX, text_encoder_family
 from diffbox.hub.safety import WEIGHT_SUFFIXES, UnsafeFile, sha256_file, validate_weights
 from diffbox.store import open_db
 
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 4
-KINDS = ("diffusers", "checkpoint", "lora", "vae", "controlnet")
+KINDS = ("diffusers", "checkpoint", "lora", "vae", "controlnet", "text_encoder")
 BASE_MODELS = ("wan2.2-i2v", "wan2.1", "qwen-image", "qwen-edit")
 UNKNOWN = "unknown"
 SOURCES = ("hf", "civitai", "local")
@@ -35,7 +36,7 @@ SOURCE_ALIASES = {"hf": "hf", "huggingface": "hf", "hugging face": "hf", "huggin
                   "local": "local"}
 # Where downloads of each kind go, below models/.
 KIND_FOLDERS = {"lora": "loras", "checkpoint": "checkpoints", "vae": "vae", "controlnet": "controlnet",
-                "diffusers": "diffusers"}
+                "diffusers": "diffusers", "text_encoder": "text_encoders"}
 # Qwen-Image LoRAs are commonly used on Qwen-Image-Edit and the other way round.
 LORA_COMPATIBLE = {"qwen-edit": ("qwen-edit", "qwen-image"), "qwen-image": ("qwen-image", "qwen-edit")}
 WEIGHT_FILE_SUFFIXES = (*WEIGHT_SUFFIXES, ".bin")  # .bin: only to recognise a hand-copied folder
@@ -133,10 +134,25 @@ def _wan_width(header: dict) -> int | None:
     return None
 
 
+def _gguf_header(path: Path) -> dict:
+    """{tensor name: {"shape": [...]}} of a GGUF file from its header (memory-mapped, no tensor data);
+    {} without the gguf package or when its reader fails, and the file name has to do."""
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+    except Exception:
+        return {}
+    # GGUF lists dimensions innermost first
+    return {t.name: {"shape": [int(d) for d in reversed(t.shape)]} for t in reader.tensors}
+
+
 def detect_file(path: Path) -> Detected:
-    """Kind and base model of a single weights file, from its safetensors header (never loading it)."""
+    """Kind and base model of a single weights file, from its safetensors (or GGUF) header, never loading it."""
     header = validate_weights(path)  # raises UnsafeFile for anything malformed, truncated or pickled
     metadata = header.pop("__metadata__", {}) if header else {}
+    if path.name.lower().endswith(".gguf"):
+        header = _gguf_header(path)  # Wan GGUFs keep the original names, Qwen's the diffusers ones
     keys = list(header)
     hint = hint_base_model(path.name) or hint_base_model(" ".join(f"{k}={v}" for k, v in metadata.items()
                                               if k.startswith(("ss_base_model", "modelspec.architecture"))))
@@ -146,6 +162,8 @@ def detect_file(path: Path) -> Detected:
         kind = "controlnet"
     elif keys and all(k.startswith(VAE_PREFIXES) for k in keys) or "vae" in path.name.lower():
         kind = "vae"
+    elif text_encoder_family(k.removeprefix(COMFY_PREFIX) for k in keys):
+        kind = "text_encoder"  # UMT5 / Qwen2.5-VL saved alone: not a checkpoint any form can load
     else:
         kind = "checkpoint"
     if any(WAN_KEY.search(k) for k in keys):

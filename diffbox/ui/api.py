@@ -12,9 +12,10 @@ from gradio import FileData
 from diffbox.engine.runner import FinishedEvent
 from diffbox.services import Services
 from diffbox.store import CANCELLED
-from diffbox.ui.jobs import follow, raise_if_failed, submit_or_explain
+from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, submit_or_explain
+from diffbox.ui.uploads import UploadGuard
 
-GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
+GPU = GPU_EVENT  # no Gradio limit: the job runner is the GPU queue
 LIGHT = {"concurrency_limit": None}
 
 
@@ -31,15 +32,23 @@ async def finish(job) -> FinishedEvent:
 
 
 def register_api(services: Services) -> None:
+    guard = UploadGuard(services.settings.outputs_dir)
+
     async def i2v(params: dict, image: FileData, end_image: FileData | None = None) -> tuple[FileData, dict]:
         """Wan 2.2 image-to-video. params: the i2v parameters (see the spec); returns (mp4, metadata)."""
-        job = submit_or_explain(lambda: services.submit_i2v(params, image, end_image))
+        job = await submit_or_explain(lambda: services.submit_i2v(params, guard.file(image, "image"),
+                                                                  guard.file(end_image, "end_image")))
         finished = await finish(job)
         return FileData(path=finished.result.outputs[0]), finished.result.metadata
 
     def history(limit: int = 50) -> list[dict]:
-        """The newest job records, newest first."""
-        return services.history.list(limit=max(1, min(int(limit), 1000)))
+        """The newest job records, newest first (at most 1000)."""
+        try:
+            count = int(limit)
+        except (TypeError, ValueError, OverflowError):
+            raise gr.Error(f"limit: must be a whole number of records, got {str(limit)[:40]!r}",
+                           title="Invalid input") from None
+        return services.history.list(limit=max(1, min(count, 1000)))
 
     def specs() -> dict:
         """Every workflow's parameters: type, default, range, choices, tier and help."""

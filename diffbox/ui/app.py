@@ -1,18 +1,24 @@
-"""build_app(): the one Blocks app, a tab per workflow, plus history and the API endpoints."""
+"""build_app(): the one Blocks app, a tab per workflow, plus history and the API endpoints;
+launch(): what it serves, to whom, and how much it accepts."""
 
 from __future__ import annotations
 
 import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
+from starlette.middleware import Middleware
 
 from diffbox import __version__
 from diffbox.services import Services
+from diffbox.settings import Settings
 from diffbox.ui.api import register_api
 from diffbox.ui.config_api import register_config_api
 from diffbox.ui.config_tab import build_config_tab
 from diffbox.ui.first_run import build_first_run
+from diffbox.ui.handover import OneShotDownloads
 from diffbox.ui.history_tab import build_history_tab
 from diffbox.ui.hub_api import register_hub_api
 from diffbox.ui.i2v_tab import build_i2v_tab
+from diffbox.ui.login_throttle import LoginThrottle
 from diffbox.ui.models_tab import build_models_tab
 from diffbox.ui.qwen_api import register_qwen_api
 from diffbox.ui.qwen_tab import build_qwen_tab
@@ -29,14 +35,42 @@ COMING = {
 
 
 def header(services: Services) -> str:
+    """Version, device and mode; never the home path (the page may be public)."""
     health = services.health()
     mode = " · **demo mode**: tiny random-weight models, outputs are noise by design" if services.settings.demo else ""
-    return (f"## diffbox {__version__}\n"
-            f"Device: `{health['device']}` · home: `{services.settings.home}`{mode}")
+    return f"## diffbox {__version__}\nDevice: `{health['device']}`{mode}"
+
+
+def upload_cleaning(settings: Settings) -> tuple[int, int]:
+    """Gradio's delete_cache (every `frequency` s, files older than `age` s): uploads and Gradio's copies
+    of outputs it made for this app; outputs/ itself is never touched."""
+    age = max(1, int(settings.upload_ttl_hours * 3600))
+    return max(1, min(3600, age // 4)), age
+
+
+def private_paths(settings: Settings) -> list[str]:
+    """Never served, even if allowed_paths were widened by mistake; Gradio's own upload folder excepted
+    (a user may point GRADIO_TEMP_DIR into the home's cache/)."""
+    paths = [settings.home / "tokens.json", settings.db_dir, settings.log_file.parent, settings.cache_dir,
+             settings.models_dir]
+    return [str(p) for p in paths if not is_in_or_equal(get_upload_folder(), p)]
+
+
+def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None):
+    """Serves outputs/ and Gradio's upload folder only: tokens.json, db/, logs/, cache/ and models/ are
+    never reachable through Gradio's file routes. Returns launch()'s (fastapi app, local url, share url)."""
+    return app.launch(
+        server_name=settings.host, server_port=settings.port, share=settings.share, auth=auth,
+        prevent_thread_lock=True, allowed_paths=[str(settings.outputs_dir)], blocked_paths=private_paths(settings),
+        max_file_size=int(settings.max_upload_mb * 1_000_000),
+        app_kwargs={"middleware": [Middleware(LoginThrottle), Middleware(OneShotDownloads)]},
+        ssr_mode=False,  # Node in front of Python would be one more server answering file requests
+        css=CSS, show_error=False, quiet=True,
+    )
 
 
 def build_app(services: Services) -> gr.Blocks:
-    with gr.Blocks(title="diffbox") as app:
+    with gr.Blocks(title="diffbox", delete_cache=upload_cleaning(services.settings)) as app:
         gr.Markdown(header(services), elem_id="diffbox-header")
         build_first_run(services)
         with gr.Tabs() as tabs:

@@ -19,13 +19,18 @@ from diffbox import portable
 from diffbox.config import MAX_FILE_BYTES, ConfigError
 from diffbox.logs import redact
 from diffbox.services import Services
+from diffbox.ui.handover import hand_over, private_folder
+from diffbox.ui.uploads import RefusedFile, UploadGuard
 
 LIGHT = {"concurrency_limit": None}
 
 
-def read_upload(file) -> bytes:
-    """Bytes of an uploaded file (a FileData dict from the API, a path from the UI), size-capped."""
-    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
+def read_upload(guard: UploadGuard, file) -> bytes:
+    """Bytes of an uploaded config (a FileData dict from the API, a path from the UI), size-capped."""
+    try:
+        path = guard.file(file, "file")
+    except RefusedFile as exc:
+        raise ConfigError(exc.errors) from None
     if not path:
         raise ConfigError({"file": "no file was given"})
     path = Path(path)
@@ -40,15 +45,22 @@ def read_upload(file) -> bytes:
 def import_upload(services: Services, file, dry_run: bool) -> dict:
     """ConfigError → gr.Error carrying the field-by-field message (redacted: it may quote a token)."""
     try:
-        return portable.import_bytes(services, read_upload(file), dry_run=dry_run)
+        return portable.import_bytes(services, read_upload(UploadGuard(services.settings.outputs_dir), file),
+                                     dry_run=dry_run)
     except ConfigError as exc:
         raise gr.Error(redact(str(exc)), title="Config refused") from None
 
 
+def export_once(services: Services, include_tokens: bool) -> str:
+    """The export's path, in a folder of its own that goes once the file has been downloaded."""
+    return hand_over(portable.export_file(services, include_tokens, folder=private_folder()))
+
+
 def register_config_api(services: Services) -> None:
     def config_export(include_tokens: bool = False) -> FileData:
-        """The config as a JSON file: defaults, presets, pinned models, UI preferences; tokens only if asked."""
-        return FileData(path=str(portable.export_file(services, bool(include_tokens))))
+        """The config as a JSON file: defaults, presets, pinned models, UI preferences; tokens only if asked.
+        The file can be downloaded once; export again for another copy."""
+        return FileData(path=export_once(services, bool(include_tokens)))
 
     def config_import(file: FileData) -> dict:
         """Import a config: applies defaults and presets, pins its models and queues their downloads.

@@ -9,7 +9,9 @@ from diffbox import portable
 from diffbox.config import ConfigDoc, ConfigError
 from diffbox.logs import redact
 from diffbox.services import Services
-from diffbox.ui.config_api import read_upload
+from diffbox.ui.config_api import export_once, read_upload
+from diffbox.ui.handover import retire
+from diffbox.ui.uploads import UploadGuard
 
 TOKEN_WARNING = ("⚠️ The file will hold your Hugging Face and Civitai tokens **in plain text**. "
                  "Anyone with the file can use them: keep it private, and never share or commit it.")
@@ -45,7 +47,7 @@ def build_config_tab(services: Services) -> gr.Tab:
                 include_tokens = gr.Checkbox(False, label="Include tokens", elem_id="config-include-tokens")
                 warning = gr.Markdown(TOKEN_WARNING, visible=False, elem_id="config-token-warning")
                 download = gr.DownloadButton("Download config", variant="primary", elem_id="config-download",
-                                             value=lambda: str(portable.export_file(services, False)))
+                                             value=lambda: export_once(services, False))
             with gr.Column():
                 gr.Markdown("### Import")
                 upload = gr.UploadButton("Upload config", file_types=[".json"], file_count="single",
@@ -61,15 +63,18 @@ def build_config_tab(services: Services) -> gr.Tab:
         download_ids = gr.State([])
         timer = gr.Timer(2.0, active=False)
 
-    def export(include):
-        return gr.DownloadButton(value=str(portable.export_file(services, bool(include))))
+    guard = UploadGuard(services.settings.outputs_dir)
 
-    def toggle(include):
-        return gr.Markdown(visible=bool(include)), export(include)
+    def export(include, superseded=None):
+        retire(superseded)  # the file the button offered until now (maybe with tokens) is not needed
+        return gr.DownloadButton(value=export_once(services, bool(include)))
+
+    def toggle(include, superseded):
+        return gr.Markdown(visible=bool(include)), export(include, superseded)
 
     def on_upload(path):
         try:
-            report = portable.import_bytes(services, read_upload(path), dry_run=True)
+            report = portable.import_bytes(services, read_upload(guard, path), dry_run=True)
         except ConfigError as exc:
             return (f"**Refused — nothing will be applied.**\n\n{redact(str(exc))}", gr.Button(interactive=False),
                     None)
@@ -79,7 +84,7 @@ def build_config_tab(services: Services) -> gr.Tab:
         if not path:
             raise gr.Error("upload a config first", title="Nothing to apply")
         try:
-            report = portable.import_bytes(services, read_upload(path))
+            report = portable.import_bytes(services, read_upload(guard, path))
         except ConfigError as exc:
             raise gr.Error(redact(str(exc)), title="Config refused") from None
         ids = report["download_ids"]
@@ -104,9 +109,13 @@ def build_config_tab(services: Services) -> gr.Tab:
     start_tab.input(save_start_tab, start_tab, None, api_name="ui_config_start_tab", **private)
     if tabs is not None and Context.root_block is not None:
         Context.root_block.load(open_start_tab, None, tabs, api_name="ui_open_start_tab", **private)
-    include_tokens.change(toggle, include_tokens, [warning, download], api_name="ui_config_tokens", **private)
-    # The file is rebuilt whenever the tab is opened, so it always holds the current state.
-    tab.select(export, include_tokens, download, api_name="ui_config_export", **private)
+    include_tokens.change(toggle, [include_tokens, download], [warning, download], api_name="ui_config_tokens",
+                          **private)
+    # The file is rebuilt whenever the tab is opened, so it always holds the current state, and after
+    # each click: a file is handed over once, then deleted (diffbox.ui.handover). The click does not
+    # retire the file the browser is fetching at that moment: its download deletes it.
+    tab.select(export, [include_tokens, download], download, api_name="ui_config_export", **private)
+    download.click(export, include_tokens, download, api_name="ui_config_export_again", **private)
     upload.upload(on_upload, upload, [preview, apply_button, uploaded], api_name="ui_config_preview", **private)
     apply_button.click(on_apply, uploaded, [preview, apply_button, download_ids, progress, timer],
                        api_name="ui_config_apply", **private)

@@ -11,7 +11,9 @@ import gradio as gr
 
 from diffbox.services import Services
 
-# (source, model id, file; "" = the whole diffusers repo) — what the three workflows need, as published.
+# (source, model id, file; "" = the whole diffusers repo) — what the three workflows need, as published:
+# Wan 2.2 I2V A14B -Diffusers (~126 GB: its two experts ship in float32, 57 GB each; loaded in bf16),
+# the official SVI 2.0 Pro pair (2 × 1.23 GB), Qwen-Image-Edit-2509 (~57.7 GB, bf16).
 RECOMMENDED = [
     ("hf", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", ""),
     ("hf", "vita-video-gen/svi-model", "version-2.0/SVI_Wan2.2-I2V-A14B_high_noise_lora_v2.0_pro.safetensors"),
@@ -19,7 +21,7 @@ RECOMMENDED = [
     ("hf", "Qwen/Qwen-Image-Edit-2509", ""),
 ]
 TEXT = """### Welcome: no models yet
-diffbox found no model under `{models}`. The recommended set (about 120 GB; it resumes if interrupted):
+diffbox found no model under `{models}`. The recommended set (about 186 GB; it resumes if interrupted):
 - **Wan 2.2 I2V A14B** (Image → Video and SVI), **SVI 2.0 Pro LoRAs** (SVI), **Qwen-Image-Edit-2509** (Qwen Image Edit).
 
 Or try the app first with **tiny demo models** (built in seconds, offline; their outputs are noise by design).

@@ -9,18 +9,20 @@ import gradio as gr
 
 from diffbox.services import Services
 
-COLUMNS = ["job", "workflow", "status", "created", "run time", "seed", "outputs", "error"]
+COLUMNS = ["job", "workflow", "status", "created", "waited", "run time", "seed", "outputs", "error"]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
-COLUMN_WIDTHS = ["200px", "90px", "95px", "160px", "80px", "110px", "75px", "260px"]
+COLUMN_WIDTHS = ["200px", "90px", "95px", "160px", "75px", "80px", "110px", "75px", "260px"]
 
 
 def history_rows(services: Services) -> list[list]:
     rows = []
     for job in services.history.list(limit=200):
-        run_s = (job.get("timings") or {}).get("run_s")
+        timings = job.get("timings") or {}
+        run_s, wait_s = timings.get("run_s"), timings.get("wait_s")
         rows.append([
             job["id"], job["workflow"], job["status"],
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"])),
+            f"{wait_s:.1f}s" if wait_s else "",
             f"{run_s:.1f}s" if run_s else "",
             (job.get("params") or {}).get("seed", ""),
             len(job.get("outputs") or []),

@@ -10,9 +10,10 @@ from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
-from diffbox.ui.jobs import follow, raise_if_failed, status_line, stop_running, submit_or_explain
+from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, status_line, stop_running, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
+from diffbox.ui.uploads import UploadGuard
 from diffbox.workflows import i2v
 
 CUSTOM_SIZE = "custom"
@@ -94,9 +95,12 @@ def build_i2v_tab(services: Services) -> I2VTab:
     with presets_slot:
         build_presets_bar(services, "i2v", fields, tab.fill, tab.fill_outputs)
 
+    guard = UploadGuard(services.settings.outputs_dir)
+
     async def ui_i2v(image_path, end_image_path, *values, progress=gr.Progress()):
         params = values_to_params(names, values)
-        job = submit_or_explain(lambda: services.submit_i2v(params, image_path, end_image_path))
+        job = await submit_or_explain(lambda: services.submit_i2v(params, guard.file(image_path, "image"),
+                                                                  guard.file(end_image_path, "end_image")))
         notes: list[str] = []
         skip = gr.skip()
         yield skip, None, f"Job `{job.id}` waiting for the GPU…", skip, job.id
@@ -116,12 +120,15 @@ def build_i2v_tab(services: Services) -> I2VTab:
                     (result.metadata if result else None), None
 
     size_preset = size_preset_picker(presets)
-    settings_from_file = settings_file_loader("i2v", "image-to-video", tab.fill, len(tab.fill_outputs))
+    from_file = settings_file_loader("i2v", "image-to-video", tab.fill, len(tab.fill_outputs))
+
+    def settings_from_file(path):
+        return from_file(guard.file(path, "file"))
 
     running_job = gr.State(None)  # the job this page started, for Stop
     generate.click(
         ui_i2v, [image, end_image, *fields.values()], [video, preview, status, metadata, running_job],
-        api_name="ui_i2v", api_visibility="private", concurrency_id="gpu", concurrency_limit=1,
+        api_name="ui_i2v", api_visibility="private", **GPU_EVENT,
         show_progress_on=[video],
     )
     stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_i2v_stop",

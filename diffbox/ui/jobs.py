@@ -1,32 +1,80 @@
 """Following a job from a Gradio handler: progress into gr.Progress, errors into gr.Error, Stop into cancel.
 
-Handlers are async so that Gradio's cancel (the Stop button, or gradio_client's job.cancel())
-arrives as CancelledError at our await and becomes job.cancel(); a plain sync handler would never
-hear about it and its job would run on to the end.
+Handlers are async so that Gradio's cancel (gradio_client's job.cancel(), a page closed) arrives
+as CancelledError at our await and becomes job.cancel(); a plain sync handler would never hear
+about it and its job would run on to the end. Gradio cancels by session and endpoint, so one
+client's cancel stops every job it started on that endpoint, waiting ones included; the Stop
+buttons go through the runner instead and stop exactly their own job.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from typing import AsyncIterator, Callable
 
+import anyio.to_thread
 import gradio as gr
 
-from diffbox.engine.runner import Event, FinishedEvent, Job, ProgressEvent
+from diffbox.engine.runner import Event, FinishedEvent, Job, ProgressEvent, QueueFull
 from diffbox.logs import redact
 from diffbox.params import InvalidParams
-from diffbox.store import CANCELLED, FAILED
+from diffbox.store import CANCELLED, FAILED, WriteFailed, describe_storage_error
 
 log = logging.getLogger(__name__)
 
+# Every GPU event: no Gradio limit, because the job runner is the queue (engine/runner.py says why).
+GPU_EVENT = {"concurrency_id": "gpu", "concurrency_limit": None}
+# An absolute path (not a URL's): messages show only its last part, never an internal upload folder.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"/:;,()\[\]]+/)+([^\s'\"/:;,()\[\]]+)")
 
-def submit_or_explain(start: Callable[[], Job]) -> Job:
-    """Runs the validation/submit step; bad input becomes one readable gr.Error naming the fields."""
+
+def public_message(text: str) -> str:
+    """A message as the user may see it: secrets redacted, folders stripped from paths."""
+    return ABSOLUTE_PATH.sub(r"\1", redact(text))
+
+
+async def submit_or_explain(start: Callable[[], Job]) -> Job:
+    """Runs the validation/submit step in a worker thread (decoding a large image must not stall the
+    server's event loop); anything the user can fix becomes one readable gr.Error.
+
+    If the handler is cancelled meanwhile, the job the thread still submits is cancelled at once."""
+    state: dict = {}
+    lock = threading.Lock()
+
+    def submit() -> Job:
+        job = start()
+        with lock:
+            state["job"] = job
+            abandoned = state.get("abandoned", False)
+        if abandoned:
+            job.cancel()
+        return job
+
     try:
-        return start()
+        return await anyio.to_thread.run_sync(submit)
     except InvalidParams as exc:
         log.info("request refused: %s", exc)
-        raise gr.Error(redact(f"Please fix: {exc}"), title="Invalid input") from None
+        raise gr.Error(public_message(f"Please fix: {exc}"), title="Invalid input") from None
+    except QueueFull as exc:
+        raise gr.Error(str(exc), title="Queue full") from None
+    except WriteFailed as exc:
+        log.warning("request refused: %s", exc)
+        raise gr.Error(public_message(str(exc)), title="Cannot save") from None
+    except OSError as exc:  # a read-only or full home, seen while preparing the job
+        log.warning("request refused: %s", exc)
+        raise gr.Error(f"The job cannot start: {describe_storage_error(exc)}.", title="Cannot save") from None
+    except UnicodeError:
+        raise gr.Error("Please fix: the text holds characters that are not valid text (a lone surrogate such "
+                       "as \\ud800); retype it.", title="Invalid input") from None
+    except BaseException:
+        with lock:
+            state["abandoned"] = True
+            job = state.get("job")
+        if job is not None:
+            job.cancel()
+        raise
 
 
 async def follow(job: Job, progress: gr.Progress | None = None) -> AsyncIterator[Event]:
@@ -43,14 +91,14 @@ async def follow(job: Job, progress: gr.Progress | None = None) -> AsyncIterator
 
 def raise_if_failed(finished: FinishedEvent) -> None:
     if finished.status == FAILED:
-        raise gr.Error(redact(finished.error or "the job failed"), title="Job failed")
+        raise gr.Error(public_message(finished.error or "the job failed"), title="Job failed")
 
 
 def status_line(finished: FinishedEvent) -> str:
     if finished.status == CANCELLED:
         return "Stopped. Nothing after the current step was computed."
     if finished.status == FAILED:
-        return f"Failed: {redact(finished.error or '')}"
+        return f"Failed: {public_message(finished.error or '')}"
     return "Done."
 
 
@@ -62,5 +110,5 @@ def stop_running(cancel: Callable[[str], bool]) -> Callable[[str | None], None]:
         if job_id:
             cancel(job_id)
         else:
-            gr.Info("Nothing is running yet: a job waiting its turn in the queue can be stopped once it starts.")
+            gr.Info("Nothing to stop yet: the job is still being checked; press Stop again in a moment.")
     return stop

@@ -1,7 +1,7 @@
 """The `/qwen_edit` API endpoint (DESIGN.md contract), through the same Services call as the tab.
 
 `images` is `list[FileData]`, not a Gallery: a Gallery input rejects gradio_client's
-handle_file values (gradio_diffusers.md §10 trap 2). `control_image` is an optional fourth
+handle_file values (its GalleryData validation, Gradio 6.31). `control_image` is an optional fourth
 argument beyond the contract's three, for generate mode with a ControlNet.
 """
 
@@ -13,14 +13,18 @@ from gradio import FileData
 from diffbox.services import Services
 from diffbox.ui.api import GPU, finish
 from diffbox.ui.jobs import submit_or_explain
+from diffbox.ui.uploads import UploadGuard
 
 
 def register_qwen_api(services: Services) -> None:
+    guard = UploadGuard(services.settings.outputs_dir)
+
     async def qwen_edit(params: dict, images: list[FileData] | None = None, mask: FileData | None = None,
                         control_image: FileData | None = None) -> tuple[list[FileData], dict]:
         """Qwen-Image-Edit. params: the qwen_edit parameters (mode generate/edit/inpaint, see /specs);
         images: reference images in order; mask: white = repaint (inpaint). Returns (PNG files, metadata)."""
-        job = submit_or_explain(lambda: services.submit_qwen_edit(params, images, mask, control_image))
+        job = await submit_or_explain(lambda: services.submit_qwen_edit(
+            params, guard.files(images, "images"), guard.mask(mask), guard.file(control_image, "control_image")))
         finished = await finish(job)
         return [FileData(path=path) for path in finished.result.outputs], finished.result.metadata
 

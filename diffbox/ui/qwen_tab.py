@@ -10,9 +10,10 @@ from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
-from diffbox.ui.jobs import follow, raise_if_failed, status_line, stop_running, submit_or_explain
+from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, status_line, stop_running, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
+from diffbox.ui.uploads import UploadGuard
 from diffbox.workflows import qwen_edit
 from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
 
@@ -146,6 +147,8 @@ def build_qwen_tab(services: Services) -> QwenTab:
     with presets_slot:
         build_presets_bar(services, "qwen_edit", fields, tab.fill, tab.fill_outputs)
 
+    guard = UploadGuard(services.settings.outputs_dir)
+
     def chosen_mask(editor_value, file_path, size=None):
         painted = editor_to_mask(editor_value, size)
         if painted is not None:
@@ -155,7 +158,9 @@ def build_qwen_tab(services: Services) -> QwenTab:
     async def ui_qwen_edit(gallery, editor_value, file_path, control_path, *values, progress=gr.Progress()):
         params = values_to_params(names, values)
         mask = chosen_mask(editor_value, file_path) if params.get("mode") == "inpaint" else None
-        job = submit_or_explain(lambda: services.submit_qwen_edit(params, _paths(gallery), mask, control_path))
+        job = await submit_or_explain(lambda: services.submit_qwen_edit(
+            params, guard.files(_paths(gallery), "images"), guard.mask(mask),
+            guard.file(control_path, "control_image")))
         notes: list[str] = []
         skip = gr.skip()
         yield skip, f"Job `{job.id}` waiting for the GPU…", skip, job.id
@@ -175,6 +180,7 @@ def build_qwen_tab(services: Services) -> QwenTab:
         """What the job will use: the sketch if anything is painted, else the uploaded file."""
         try:
             mask = editor_to_mask(editor_value)
+            file_path = guard.file(file_path, "mask")
             if mask is None and file_path:
                 background = (editor_value or {}).get("background")
                 size = background.size if background is not None else None
@@ -207,14 +213,17 @@ def build_qwen_tab(services: Services) -> QwenTab:
         return evt.index
 
     size_preset = size_preset_picker(presets)
-    settings_from_file = settings_file_loader("qwen_edit", "Qwen-Image-Edit", tab.fill, len(tab.fill_outputs))
+    from_file = settings_file_loader("qwen_edit", "Qwen-Image-Edit", tab.fill, len(tab.fill_outputs))
+
+    def settings_from_file(path):
+        return from_file(guard.file(path, "file"))
 
     private = {"api_visibility": "private", "queue": False}
     running_job = gr.State(None)  # the job this page started, for Stop
     generate.click(
         ui_qwen_edit, [references, editor, mask_file, control_image, *fields.values()],
         [results, status, metadata, running_job],
-        api_name="ui_qwen_edit", api_visibility="private", concurrency_id="gpu", concurrency_limit=1,
+        api_name="ui_qwen_edit", api_visibility="private", **GPU_EVENT,
         show_progress_on=[results],
     )
     stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_qwen_edit_stop",

@@ -12,9 +12,10 @@ from gradio import FileData
 from diffbox.engine.runner import FinishedEvent, Job, OutputEvent
 from diffbox.services import Services
 from diffbox.store import CANCELLED
-from diffbox.ui.jobs import follow, raise_if_failed, submit_or_explain
+from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, submit_or_explain
+from diffbox.ui.uploads import UploadGuard
 
-GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
+GPU = GPU_EVENT  # no Gradio limit: the job runner is the GPU queue
 
 
 async def clips_then_stitched(job: Job):
@@ -32,18 +33,21 @@ async def clips_then_stitched(job: Job):
 
 
 def register_svi_api(services: Services) -> None:
-    # Annotated with the per-yield tuple, not Iterator[...]: gradio_diffusers.md §10.
+    guard = UploadGuard(services.settings.outputs_dir)
+
+    # Annotated with the per-yield tuple: with Iterator[...] Gradio 6.31 declares one output and the file
+    # download fails with 403.
     async def svi(params: dict, image: FileData) -> tuple[FileData, dict]:
         """SVI 2.0 Pro endless video. params: the svi parameters (see /specs). Yields (clip mp4, metadata)
         for every finished clip, then (stitched mp4, metadata)."""
-        job = submit_or_explain(lambda: services.submit_svi(params, image))
+        job = await submit_or_explain(lambda: services.submit_svi(params, guard.file(image, "image")))
         async for item in clips_then_stitched(job):
             yield item
 
     async def svi_extend(job_id: str, params: dict) -> tuple[FileData, dict]:
         """Continues SVI job `job_id` from its saved latents; params override its settings (new prompts,
         num_clips…). Yields the new clips, then the stitched mp4 of the whole, longer video."""
-        job = submit_or_explain(lambda: services.submit_svi_extend(job_id, params))
+        job = await submit_or_explain(lambda: services.submit_svi_extend(job_id, params))
         async for item in clips_then_stitched(job):
             yield item
 

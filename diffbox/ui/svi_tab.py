@@ -9,10 +9,12 @@ import gradio as gr
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import build_form, fill_components, fill_updates, values_to_params
-from diffbox.ui.jobs import follow, raise_if_failed, status_line, stop_running, submit_or_explain
+from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, status_line, stop_running, submit_or_explain
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
+from diffbox.ui.uploads import UploadGuard
 from diffbox.workflows import svi
+from diffbox.workflows.outputs import STREAMING_NEEDS_FFMPEG, streaming_tools_missing
 
 NONE = ""
 
@@ -87,6 +89,8 @@ def build_svi_tab(services: Services) -> SVITab:
                                               "distill_lora": lora_file})
             distill = gr.Button("Distill preset (6 steps, CFG 1, Euler)", size="sm", elem_id="svi-distill-preset")
         with gr.Column(scale=1):
+            if streaming_tools_missing():
+                gr.Markdown(f"**Note:** {STREAMING_NEEDS_FFMPEG}", elem_id="svi-ffmpeg-note")
             stream = gr.Video(label="Live: each clip as it finishes", streaming=True, autoplay=True,
                               elem_id="svi-stream", height=360)
             status = gr.Markdown(elem_id="svi-status")
@@ -116,6 +120,8 @@ def build_svi_tab(services: Services) -> SVITab:
             else text
         return params
 
+    can_stream = not streaming_tools_missing()  # without them Gradio's stream fails the whole update
+
     async def stream_job(job):
         shown: list[str] = []
         skip = gr.skip()
@@ -123,7 +129,7 @@ def build_svi_tab(services: Services) -> SVITab:
         async for event in follow(job):
             if isinstance(event, OutputEvent) and event.kind == "clip":
                 shown.append(event.path)
-                yield event.path, list(shown), skip, skip, skip, skip
+                yield event.path if can_stream else skip, list(shown), skip, skip, skip, skip
             elif isinstance(event, ProgressEvent):
                 yield skip, skip, f"Job `{job.id}`: {event.text}", skip, skip, skip
             elif isinstance(event, FinishedEvent):
@@ -134,19 +140,21 @@ def build_svi_tab(services: Services) -> SVITab:
                 yield skip, skip, f"Job `{job.id}`: {status_line(event)}{kept}", path, \
                     (result.metadata if result else None), None
 
+    guard = UploadGuard(services.settings.outputs_dir)
+
     async def ui_svi(image_path, *values):
-        job = submit_or_explain(lambda: services.submit_svi(to_params(values), image_path))
+        job = await submit_or_explain(lambda: services.submit_svi(to_params(values), guard.file(image_path, "image")))
         async for update in stream_job(job):
             yield update
 
     async def ui_svi_extend(job_id, *values):
-        job = submit_or_explain(lambda: services.submit_svi_extend((job_id or "").strip(), to_params(values)))
+        job = await submit_or_explain(lambda: services.submit_svi_extend((job_id or "").strip(), to_params(values)))
         async for update in stream_job(job):
             yield update
 
     running_job = gr.State(None)  # the job this page started, for Stop
     outputs = [stream, clips, status, video, metadata, running_job]
-    gpu = {"concurrency_id": "gpu", "concurrency_limit": 1, "api_visibility": "private"}
+    gpu = {**GPU_EVENT, "api_visibility": "private"}
     generate.click(ui_svi, [image, *fields.values()], outputs, api_name="ui_svi", **gpu)
     extend.click(ui_svi_extend, [extend_job, *fields.values()], outputs, api_name="ui_svi_extend", **gpu)
     stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_svi_stop", api_visibility="private", queue=False)

@@ -1,5 +1,5 @@
 """Parameters every diffusion workflow shares, declared once: LoRA entries, step cache, attention,
-dtype, weight storage and placement. Each workflow's spec includes them instead of re-typing them.
+dtype, VAE dtype, weight storage and placement. Each workflow's spec includes them instead of re-typing them.
 """
 
 from __future__ import annotations
@@ -49,6 +49,13 @@ STEP_CACHE_PARAMS = (
     Param("attention_backend", "choice", "native", "Attention kernel (native = PyTorch SDPA; others need "
           "their package installed).", tier="expert", choices=tuning.ATTENTION_BACKENDS),
 )
+
+
+def vae_dtype_param(default: str, why: str) -> Param:
+    """The VAE's own dtype, declared once; each workflow picks its default and says why in the help."""
+    return Param("vae_dtype", "choice", default, f"dtype of the VAE alone (auto = the compute dtype). {why}",
+                 tier="expert", choices=("auto", *DTYPES))
+
 
 MEMORY_PARAMS = (
     Param("dtype", "choice", "auto", "Compute dtype; auto = bfloat16 on GPU, float32 on CPU.", tier="expert",

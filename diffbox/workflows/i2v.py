@@ -19,7 +19,7 @@ from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
 from diffbox.engine.preview import video_latents_to_strip
 from diffbox.engine.runner import JobContext, JobResult
 from diffbox.params import Param, ParamSpec
-from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry
+from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry, vae_dtype_param
 from diffbox.workflows.images import cover, load_image
 from diffbox.workflows.outputs import check_frames, write_metadata, write_video
 
@@ -72,12 +72,15 @@ SPEC = ParamSpec("i2v", (
           tier="advanced", minimum=1, maximum=60),
     Param("preview_every", "int", 4, "Show a latent preview every N steps (0 = off; costs ~nothing).",
           tier="advanced", minimum=0, maximum=50),
-    Param("flow_shift", "float", None, "Sigma shift of the flow schedule; empty = the model's (5.0 for "
-          "A14B). Higher spends more steps on layout.", tier="expert", minimum=0.1, maximum=30.0, nullable=True),
+    Param("flow_shift", "float", 5.0, "Sigma shift of the flow schedule; higher spends more steps on layout. "
+          "5.0 is Wan 2.2 A14B I2V's own setting (its reference config; the distill and SVI LoRAs use it too); "
+          "empty = the model folder's scheduler config, which is 3.0 in the -Diffusers repo.", tier="expert",
+          minimum=0.1, maximum=30.0, nullable=True),
     Param("boundary_ratio", "float", None, "Where the high-noise expert hands over (t/1000); empty = the "
           "model's (0.9 for A14B I2V).", tier="expert", minimum=0.0, maximum=1.0, nullable=True),
-    Param("scheduler", "choice", "unipc", "UniPC (Wan's default) or Euler flow-match (what distill LoRAs "
-          "expect).", tier="expert", choices=tuning.SCHEDULERS),
+    Param("scheduler", "choice", "unipc", "UniPC (what the -Diffusers repo ships) or Euler flow-match on Wan's "
+          "own sigma grid (Wan's and DiffSynth's sampler: what the distill LoRAs and SVI 2.0 Pro were trained "
+          "with; 4 steps at shift 5 run t = 1000, 937.5, 833.3, 625).", tier="expert", choices=tuning.SCHEDULERS),
     Param("vae_tiling", "bool", False, "Decode the video in tiles: much less VRAM at 720p, slightly slower.",
           tier="expert"),
     Param("vae_tile_size", "int", 256, "Tile size in pixels.", tier="expert", minimum=64, maximum=1024,
@@ -88,6 +91,8 @@ SPEC = ParamSpec("i2v", (
     Param("compile", "bool", False, "torch.compile the transformer blocks: slow first job, faster after.",
           tier="expert"),
     *MEMORY_PARAMS,
+    vae_dtype_param("float32", "float32 is what diffusers recommends for Wan's VAE (a bf16 VAE leaves "
+                    "artifacts on static backgrounds); it costs ~0.25 GB more than bf16."),
 ), checks=(_tiles_fit,))
 
 
@@ -124,13 +129,17 @@ def apply_job_settings(ctx: JobContext, pipe, params: dict, loras, runs_on=None)
     """
     target = runs_on if runs_on is not None else pipe
     configure(target, params)
+    two_experts = getattr(target, "transformer_2", None) is not None and target.config.boundary_ratio is not None
+    timesteps = tuning.planned_timesteps(target, params["num_inference_steps"])
+    ctx.note(f"{params['scheduler']} scheduler, " + tuning.describe_timesteps(
+        timesteps, target.config.boundary_ratio if two_experts else None))
     if params["compile"]:
         ctx.progress("compiling the transformers (first time only)")
         tuning.compile_experts(pipe)
     if loras:
         ctx.progress("applying LoRAs")
     apply_loras(target, list(loras))
-    return getattr(target, "transformer_2", None) is not None and target.config.boundary_ratio is not None
+    return two_experts
 
 
 def run(ctx: JobContext, pipe, job: I2VInput, model_name: str, loras: list[LoraRequest] = (),

@@ -1,14 +1,16 @@
 """Qwen-Image-Edit: generate from text, edit with 1..N reference images, or inpaint a masked area.
 
 One loaded model serves every mode (engine/qwen_pipes.py builds the other pipeline classes over
-the same components):
+the same components). The route follows the loaded model's own class, i.e. how it was trained:
 - generate: QwenImagePipeline (QwenImageControlNetPipeline with a ControlNet);
-- edit: QwenImageEditPipeline for one reference, QwenImageEditPlusPipeline for several (the
-  2509-style multi-image model; order matters: the prompt can say "picture 2");
-- inpaint: QwenImageEditInpaintPipeline over the first image, white mask = repaint. The original
-  pixels are composited back outside the (feathered) mask, so untouched areas stay pixel-exact.
+- edit: a Plus model (2509, 2511: model_index class QwenImageEditPlusPipeline) edits through
+  QwenImageEditPlusPipeline with one reference or several; the original Qwen-Image-Edit through
+  QwenImageEditPipeline with one, Plus with several (order matters: the prompt can say "picture 2");
+- inpaint: over the first image, white mask = repaint; QwenImageEditPlusInpaintPipeline for a Plus
+  model, QwenImageEditInpaintPipeline for the original. The original pixels are composited back
+  outside the (feathered) mask, so untouched areas stay pixel-exact.
 
-The edit pipelines condition at a fixed ~1 MP whatever the input (feasibility.md pitfall 6), and
+The edit pipelines condition at a fixed ~1 MP whatever the input (hard-coded in diffusers), and
 inpaint ignores height/width; outputs are resized to the asked size afterwards.
 """
 
@@ -27,7 +29,7 @@ from diffbox.engine import qwen_pipes, tuning
 from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
 from diffbox.engine.runner import JobContext, JobResult
 from diffbox.params import InvalidParams, Param, ParamSpec
-from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry
+from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry, vae_dtype_param
 from diffbox.workflows.images import file_path, load_image
 from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
 from diffbox.workflows.masks import composite as composite_original
@@ -97,10 +99,14 @@ SPEC = ParamSpec("qwen_edit", (
           tier="advanced", minimum=0.0, maximum=1.0, step=0.01),
     Param("control_guidance_end", "float", 1.0, "Fraction of the steps after which the ControlNet stops.",
           tier="advanced", minimum=0.0, maximum=1.0, step=0.01),
+    Param("scheduler", "choice", "model", "model: the model's own scheduler. lightning: the one the "
+          "Qwen-Image-Lightning LoRAs were distilled with (a fixed shift of 3); use it with those LoRAs.",
+          tier="expert", choices=tuning.QWEN_SCHEDULERS),
     Param("vae_tiling", "bool", False, "Decode in tiles: less VRAM for large images, slightly slower.",
           tier="expert"),
     *STEP_CACHE_PARAMS,
     *MEMORY_PARAMS,
+    vae_dtype_param("auto", "Qwen-Image ships its VAE in bf16 and runs it in the model's dtype."),
 ), checks=(_guidance_window,))
 
 
@@ -218,12 +224,14 @@ def prepare(values: dict | None, images: Any = None, mask: Any = None, control_i
     return QwenEditInput(params, refs, hard, soft, control, out_size, notes)
 
 
-def pipeline_class(mode: str, references: int, with_controlnet: bool) -> str:
+def pipeline_class(mode: str, references: int, with_controlnet: bool, model_class: str) -> str:
+    """The pipeline class a job runs through, chosen by the loaded model's own class (module docstring)."""
+    plus = model_class in qwen_pipes.PLUS_CLASSES
     if mode == "generate":
         return "QwenImageControlNetPipeline" if with_controlnet else "QwenImagePipeline"
     if mode == "inpaint":
-        return "QwenImageEditInpaintPipeline"
-    return "QwenImageEditPlusPipeline" if references > 1 else "QwenImageEditPipeline"
+        return "QwenImageEditPlusInpaintPipeline" if plus else "QwenImageEditInpaintPipeline"
+    return "QwenImageEditPlusPipeline" if plus or references > 1 else "QwenImageEditPipeline"
 
 
 def configure(pipe, params: dict) -> None:
@@ -259,14 +267,24 @@ def run(ctx: JobContext, pipe, job: QwenEditInput, model_name: str, loras: list[
     if controlnet_path is not None:
         ctx.progress("loading ControlNet")
         controlnet = qwen_pipes.controlnet_for(pipe, controlnet_path)
-    class_name = pipeline_class(mode, len(job.images), controlnet is not None)
+    class_name = pipeline_class(mode, len(job.images), controlnet is not None, type(pipe).__name__)
     runner = qwen_pipes.view(pipe, class_name, controlnet)
+    tuning.set_qwen_scheduler(runner, p["scheduler"])
     width, height = job.gen_size
+    timesteps: list[float] = []
+    report_step = ctx.step_callback(p["num_inference_steps"])
+
+    def on_step_end(pipeline, index, timestep, tensors):
+        timesteps.append(float(timestep))
+        return report_step(pipeline, index, timestep, tensors)
+
     kwargs: dict[str, Any] = dict(
-        prompt=p["prompt"], negative_prompt=p["negative_prompt"] or " ", true_cfg_scale=p["true_cfg_scale"],
+        # CFG runs only with a negative prompt, so an empty one is sent as " " (as the model card does).
+        prompt=p["prompt"], negative_prompt=(p["negative_prompt"] or " ") if p["true_cfg_scale"] > 1 else None,
+        true_cfg_scale=p["true_cfg_scale"],
         height=height, width=width, num_inference_steps=p["num_inference_steps"],
         num_images_per_prompt=p["num_images"], generator=torch.Generator("cpu").manual_seed(p["seed"]),
-        callback_on_step_end=ctx.step_callback(p["num_inference_steps"]), output_type="np",
+        callback_on_step_end=on_step_end, output_type="np",
     )
     if mode == "edit":
         kwargs["image"] = job.images if len(job.images) > 1 else job.images[0]
@@ -277,7 +295,11 @@ def run(ctx: JobContext, pipe, job: QwenEditInput, model_name: str, loras: list[
                       controlnet_conditioning_scale=p["controlnet_conditioning_scale"],
                       control_guidance_start=p["control_guidance_start"],
                       control_guidance_end=p["control_guidance_end"])
-    arrays = runner(**kwargs).images
+    try:
+        arrays = runner(**kwargs).images
+    finally:
+        qwen_pipes.release_offload(pipe, runner)
+    ctx.note(f"{class_name}, {p['scheduler']} scheduler, {tuning.describe_timesteps(timesteps)}")
     ctx.check_cancelled()
     _check_images(arrays)
     ctx.progress("writing images")

@@ -1,7 +1,7 @@
 """SVI 2.0 Pro: endless video from Wan 2.2 I2V A14B as a chain of clips, one finished clip at a time.
 
-SVI 2.0 Pro is only a pair of LoRAs (high-noise, low-noise) plus this clip loop
-(shared/research/svi.md §2):
+SVI 2.0 Pro is only a pair of LoRAs (high-noise, low-noise) plus this clip loop, as in the official
+inference (vita-epfl/Stable-Video-Infinity, branch svi_wan22, diffsynth/pipelines/wan_video_svi_pro.py):
 - every clip is conditioned on y = [anchor latent, last M *denoised* latents of the previous clip
   (none for clip 0), zeros…] in normalized latent space, with the mask set on the anchor latent
   only. The anchor is the user's image encoded alone; decoded frames are never re-encoded.
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import re
 import subprocess
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from diffusers import WanImageToVideoPipeline
 from diffusers.pipelines.wan.pipeline_wan_i2v import get_module_execution_device, randn_tensor, retrieve_latents
 from PIL import Image
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from diffbox import __version__
@@ -38,9 +38,11 @@ from diffbox.engine import tuning
 from diffbox.engine.loras import LoraRequest, file_sha256
 from diffbox.engine.runner import Cancelled, JobContext, JobResult
 from diffbox.params import InvalidParams, Param, SEED_MAX
+from diffbox.store import WriteFailed, likely_cause
 from diffbox.workflows import i2v
 from diffbox.workflows.images import cover, load_image
-from diffbox.workflows.outputs import META_KEY, check_frames, to_uint8, write_metadata, write_video
+from diffbox.workflows.outputs import (META_KEY, check_frames, checked_write, expect_frames, readable_frames, to_uint8,
+                                       write_metadata, write_png, write_video)
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,20 @@ STATE_FILE = "svi_state.safetensors"
 ANCHOR_FILE = "anchor.png"
 STITCHED_FILE = "video.mp4"
 
-# What the "distill preset" sets: LightX2V / Lightning LoRAs are trained for few Euler steps at CFG 1.
+# What the "distill preset" sets: LightX2V / Lightning LoRAs are trained for few Euler steps (on Wan's
+# grid, tuning.WanEulerScheduler) at CFG 1. 6 steps split 3 + 3 at the 0.875 switch, as SVI's ComfyUI workflow.
 DISTILL_PRESET = {"num_inference_steps": 6, "guidance_scale": 1.0, "guidance_scale_2": 1.0,
                   "scheduler": "euler", "flow_shift": 5.0}
+
+# The official SVI 2.0 Pro recipe (vita-epfl/Stable-Video-Infinity, branch svi_wan22: inference_svi_2.0_pro.py,
+# DiffSynth's WanVideoSviProPipeline, and the README command): DiffSynth's Wan Euler sampler (= "euler" here,
+# the same sigma grid) at shift 5, 50 steps, expert switch at t = 875, one CFG of 4.0 for both experts,
+# 81 frames per clip, 1 motion latent, videos saved at 15 fps, both LoRAs at weight 1. SVI's own defaults
+# are this recipe: the LoRAs were trained and evaluated with it, and I2V's defaults (UniPC, 40 steps,
+# CFG 3.5, switch 0.9) are Wan's plain image-to-video settings, not SVI's.
+OFFICIAL_RECIPE = {"scheduler": "euler", "flow_shift": 5.0, "num_inference_steps": 50, "boundary_ratio": 0.875,
+                   "guidance_scale": 4.0, "guidance_scale_2": 4.0, "num_frames": 81, "num_motion_latents": 1,
+                   "fps": 15, "svi_weight_high": 1.0, "svi_weight_low": 1.0}
 
 
 def clean_prompt(value: Any) -> str:
@@ -106,6 +119,14 @@ SPEC = i2v.SPEC.extend(
           "colour drift some users see); off by default.", tier="advanced"),
     workflow="svi", drop=("prompt", "num_frames"), checks=(_motion_fits,),
 ).first("prompts")  # the prompt timeline takes the place of I2V's prompt at the top of the form
+_SVI_HELP = {
+    "fps": "Frames per second of the mp4 (the official SVI 2.0 Pro videos are saved at 15).",
+    "boundary_ratio": "Where the high-noise expert hands over (t/1000); 0.875 is the official SVI 2.0 Pro "
+                      "setting; empty = the model's (0.9 for A14B I2V).",
+    "num_inference_steps": "Denoising steps per clip, shared by both experts (official: 50).",
+}
+SPEC = replace(SPEC, params=tuple(replace(p, help=_SVI_HELP[p.name]) if p.name in _SVI_HELP else p
+                                  for p in SPEC.params)).with_defaults(OFFICIAL_RECIPE)
 
 
 @dataclass(frozen=True)
@@ -262,40 +283,49 @@ def clip_prompt(prompts: list[str], index: int) -> str:
 
 def save_state(outdir: Path, anchor: torch.Tensor, last: torch.Tensor, info: dict) -> Path:
     path = Path(outdir) / STATE_FILE
-    partial = path.with_name(f".partial-{path.name}")
-    save_file({"anchor": anchor.detach().float().cpu().contiguous(), "last": last.detach().float().cpu().contiguous()},
-              str(partial), metadata={"diffbox_svi": json.dumps(info)})
-    os.replace(partial, path)
+    tensors = {"anchor": anchor.detach().float().cpu().contiguous(), "last": last.detach().float().cpu().contiguous()}
+    with checked_write(path) as partial:
+        try:
+            save_file(tensors, str(partial), metadata={"diffbox_svi": json.dumps(info)})
+        except SafetensorError as exc:  # its I/O errors are no OSErrors; their text ends in "(os error N)"
+            code = re.search(r"os error (\d+)", str(exc))
+            raise OSError(int(code.group(1)) if code else None, str(exc)) from None
+        with safe_open(str(partial), framework="pt") as written:  # reads back the header: every tensor is there
+            if {k: list(written.get_slice(k).get_shape()) for k in written.keys()} != \
+                    {k: list(t.shape) for k, t in tensors.items()}:
+                raise WriteFailed(f"could not write {path.name}: it does not read back whole")
     return path
 
 
 def load_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as handle:
         info = json.loads(handle.metadata()["diffbox_svi"])
     return load_file(str(path)), info
 
 
 def stitch(parts: list[Path], path: Path, metadata: dict) -> Path:
-    """Joins the clip files (same codec and size) without re-encoding; the metadata goes in the comment."""
+    """Joins the clip files (same codec and size) without re-encoding; the metadata goes in the comment.
+    The joined file takes its name only once it holds every frame of its parts."""
     path = Path(path)
-    partial = path.with_name(f".partial-{path.name}")
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", dir=path.parent, delete=False) as listing:
-        for part in parts:
-            listing.write("file '" + str(Path(part).resolve()).replace("'", "'\\''") + "'\n")
     comment = json.dumps({META_KEY: metadata}, separators=(",", ":"), ensure_ascii=True, default=str)
-    try:
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe", "0",
-                        "-i", listing.name, "-c", "copy", "-movflags", "+faststart", "-metadata",
-                        f"comment={comment}", "-f", "mp4", str(partial)], check=True, capture_output=True,
-                       timeout=600)
-    except subprocess.CalledProcessError as exc:
-        partial.unlink(missing_ok=True)
-        raise RuntimeError(f"could not stitch the clips: {exc.stderr.decode(errors='replace')[-300:]}") from None
-    finally:
-        os.unlink(listing.name)
-    partial.replace(path)
+    with checked_write(path) as partial:
+        listing = partial.with_name(partial.name + ".txt")
+        try:
+            listing.write_text("".join("file '" + str(Path(part).resolve()).replace("'", "'\\''") + "'\n"
+                                       for part in parts))
+            result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "concat",
+                                     "-safe", "0", "-i", str(listing), "-c", "copy", "-movflags", "+faststart",
+                                     "-metadata", f"comment={comment}", "-f", "mp4", str(partial)],
+                                    capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise WriteFailed(f"could not stitch the clips into {path.name}: ffmpeg took over 10 minutes") from None
+        finally:
+            listing.unlink(missing_ok=True)
+        if result.returncode != 0:  # killed by a signal (SIGXFSZ), ffmpeg says nothing
+            said = (result.stderr.strip().splitlines() or [""])[-1].replace(str(path.parent) + "/", "")
+            reason = f"ffmpeg said {said[-200:]!r}" if said else likely_cause(path.parent, "ffmpeg was stopped")
+            raise WriteFailed(f"could not stitch the clips into {path.name}: {reason}")
+        expect_frames(partial, sum(readable_frames(Path(p), decode=False) for p in parts), path.name, decode=False)
     return path
 
 
@@ -332,6 +362,8 @@ def run(ctx: JobContext, pipe, job: SVIInput, model_name: str, loras: list[LoraR
             "resumed_from": job.resume.job_id if job.resume else None, **(extra_metadata or {})}
 
     def finish(stopped: str | None) -> JobResult:
+        # The view's own call cannot put model-offloaded weights back: those hooks belong to the cached pipe.
+        pipe.maybe_free_model_hooks()
         state = ctx.outdir / STATE_FILE
         metadata = {**base, "clips": len(clips), "clip_seeds": seeds, "stopped": stopped,
                     "frames_added": frames_added, "state_file": str(state) if state.exists() else None}
@@ -398,6 +430,4 @@ def _finish_quietly(finish, reason: str, ctx: JobContext) -> JobResult | None:
 
 
 def _save_image(image: Image.Image, path: Path) -> None:
-    partial = path.with_name(f".partial-{path.name}")
-    image.save(partial, format="PNG")
-    os.replace(partial, path)
+    write_png(image, path)
