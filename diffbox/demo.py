@@ -3,7 +3,7 @@
 Every model has the real architecture (Wan 2.2 A14B-style I2V with two experts, Qwen-Image-Edit,
 a Qwen ControlNet, LoRAs in diffusers and ComfyUI key formats) at a few hundred KB, so the
 whole app can run end to end on a CPU without downloads. Same seed gives byte-identical files.
-See shared/research/feasibility.md for why each config and tokenizer looks the way it does.
+docs/tiny_models.md says why each config and tokenizer looks the way it does.
 
     python -m diffbox.demo build DIR [--seed N]
 """
@@ -52,7 +52,7 @@ DEMO_LAYOUT: dict[str, str] = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Configs (feasibility.md §1 and §2). Sizes are the smallest that keep every code path alive.
+# Configs (docs/tiny_models.md). Sizes are the smallest that keep every code path alive.
 # ---------------------------------------------------------------------------------------------
 
 WAN_VAE = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
@@ -68,7 +68,7 @@ WAN_BOUNDARY_RATIO = 0.9  # high-noise expert for t >= 900, low-noise expert bel
 QWEN_TRANSFORMER = dict(patch_size=2, in_channels=64, out_channels=16, num_layers=2, attention_head_dim=16,
                         num_attention_heads=2, joint_attention_dim=16, guidance_embeds=False,
                         axes_dims_rope=(8, 4, 4))  # rope dims must sum to the head dim
-# Scale factor 8 like the real VAE; num_res_blocks=0 because CPU conv3d is very slow (pitfall 6).
+# Scale factor 8 like the real VAE; num_res_blocks=0 because CPU conv3d is very slow (docs/tiny_models.md, trap 6).
 QWEN_VAE = dict(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=0,
                 temperal_downsample=[False, True, True], latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
 QWEN_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -77,7 +77,7 @@ QWEN_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_
                  rope_parameters={"rope_type": "default", "mrope_section": [1, 1, 2], "rope_theta": 1e6})
 QWEN_VISION = dict(depth=2, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=16, patch_size=14,
                    spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1])
-# At most 16 merged vision tokens per image; the default allows 1280 (pitfall 7).
+# At most 16 merged vision tokens per image; the default allows 1280 (docs/tiny_models.md, trap 7).
 QWEN_IMAGE_PROCESSOR = dict(size={"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 16},
                             patch_size=14, temporal_patch_size=2, merge_size=2)
 QWEN_SCHEDULER = dict(use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, base_image_seq_len=256,
@@ -131,7 +131,7 @@ def build_wan_tokenizer():
     Every printable ASCII character is a piece, so any ASCII prompt round-trips (runs of
     whitespace collapse to one space, as with the real T5 tokenizer); frequent corpus words get
     their own ``▁word`` piece. Not trained: the tokenizers UnigramTrainer is non-deterministic
-    (feasibility.md pitfall 5).
+    (docs/tiny_models.md, trap 5).
     """
     import math
     from collections import Counter
@@ -162,7 +162,7 @@ def _train_qwen_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     trainer = BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(TOKENIZER_CORPUS, trainer=trainer)
     model = json.loads(bpe.to_str())["model"]
-    # Qwen2Tokenizer wants merges as tuples, not "a b" strings (pitfall 4).
+    # Qwen2Tokenizer wants merges as tuples, not "a b" strings (docs/tiny_models.md, trap 4).
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return model["vocab"], merges
 
@@ -215,7 +215,7 @@ def _qwen_text_encoder(tokenizer, seed: int):
 
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
-        # The encoder's vocab and special ids must be the tokenizer's (pitfall 8).
+        # The encoder's vocab and special ids must be the tokenizer's (docs/tiny_models.md, trap 8).
         text_config=dict(QWEN_TEXT, vocab_size=len(tokenizer), bos_token_id=ids("<|endoftext|>"),
                          eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")),
         vision_config=QWEN_VISION,
@@ -233,7 +233,7 @@ def build_qwen_edit(dest: Path, seed: int) -> None:
 
     install_qwen_processor_compat()
     tokenizer = build_qwen_tokenizer()
-    # The Pil image processor: the default one needs torchvision (pitfall 3).
+    # The Pil image processor: the default one needs torchvision (docs/tiny_models.md, trap 3).
     processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessorPil(**QWEN_IMAGE_PROCESSOR),
                                  tokenizer=tokenizer)
     text_encoder = _qwen_text_encoder(tokenizer, seed)
@@ -412,7 +412,7 @@ def shrink_qwen_condition_area(area: int = QWEN_DEMO_CONDITION_AREA) -> None:
 
     The edit pipelines resize every input to ~1 MP (hard-coded ``calculate_dimensions(1024 * 1024,
     ...)`` / ``VAE_IMAGE_SIZE``), which takes seconds per image on a CPU even with the tiny models
-    (feasibility.md pitfall 6). Patches those module globals for the whole process, so it must
+    (docs/tiny_models.md, trap 6). Patches those module globals for the whole process, so it must
     never run with real models: app.py calls it only when started with --demo.
     """
     from diffusers.pipelines.qwenimage import (pipeline_qwenimage_edit, pipeline_qwenimage_edit_inpaint,

@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 import pytest
 
 
@@ -7,7 +9,7 @@ def shrink_qwen_condition_area(monkeypatch):
 
     The edit pipelines resize every input image to about 1024x1024 (hard-coded
     ``calculate_dimensions(1024 * 1024, ...)`` / ``VAE_IMAGE_SIZE``); on a CPU the VAE then takes
-    seconds per image even with the tiny demo models (feasibility.md pitfall 6). Returns the area.
+    seconds per image even with the tiny demo models (docs/tiny_models.md, trap 6). Returns the area.
     """
     from diffusers.pipelines.qwenimage import (
         pipeline_qwenimage_edit,
@@ -57,24 +59,38 @@ def streaming_tools():
 @pytest.fixture
 def demo_home(tmp_path, demo_models):
     """A fresh diffbox home whose models/demo points at the session's tiny models."""
-    home = tmp_path / "home"
+    return make_demo_home(tmp_path, demo_models)
+
+
+@pytest.fixture
+def services(demo_home):
+    with running_services(demo_home) as started:
+        yield started
+
+
+def make_demo_home(folder, demo_models):
+    """`folder`/home with models/demo pointing at the session's tiny models (what --demo would build)."""
+    home = folder / "home"
     (home / "models").mkdir(parents=True)
     (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
     return home
 
 
-@pytest.fixture
-def services(demo_home):
+@contextmanager
+def running_services(home):
+    """Services started on `home` in demo mode, closed afterwards (download workers, hashing thread, db)."""
     from diffbox.services import Services
     from diffbox.settings import Settings, prepare_home
 
-    settings = Settings(home=demo_home, demo=True)
+    settings = Settings(home=home, demo=True)
     prepare_home(settings, env={})
     started = Services.start(settings)
-    yield started
-    if started.hub is not None:
-        started.hub.close()  # download workers and the library's hashing thread
-    started.history.close()
+    try:
+        yield started
+    finally:
+        if started.hub is not None:
+            started.hub.close()
+        started.history.close()
 
 
 def read_frames(path) -> list:

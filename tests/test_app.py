@@ -15,7 +15,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from conftest import read_frames
+from conftest import make_demo_home, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 HF_SECRET = "hf_" + "Zx9" * 12
@@ -59,9 +59,7 @@ def start_app(home: Path, *args: str, env: dict | None = None):
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, demo_models):
     """One app for the module, started on a home whose job database is corrupt (it must cope)."""
-    home = tmp_path_factory.mktemp("app") / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path_factory.mktemp("app"), demo_models)
     (home / "db").mkdir()
     (home / "db" / "jobs.json").write_text('{"jobs": {"1": {"id": "trunc')
     # An unreachable --config must not stop the app (a log line says why).
@@ -189,9 +187,7 @@ def test_unwritable_home_is_refused_with_a_message(tmp_path):
 
 
 def test_auth_protects_the_api(tmp_path, demo_models):
-    home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path, demo_models)
     process, url, output = start_app(home, "--auth", f"ann:{PASSWORD_SECRET}")
     try:
         with pytest.raises(Exception):
@@ -233,9 +229,7 @@ def test_config_export_and_import_over_the_api(client, tmp_path):
 
 
 def test_share_without_auth_requires_a_generated_login_and_applies_config_at_start(tmp_path, demo_models):
-    home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path, demo_models)
     config = tmp_path / "pod.json"
     config.write_text(json.dumps({"version": 1, "defaults": {"i2v": {"num_inference_steps": 6}}}))
     # No internet for the share tunnel, deterministically: every outgoing request meets a closed port.

@@ -17,6 +17,8 @@ from PIL import Image
 
 from test_app import start_app
 
+from conftest import make_demo_home
+
 pytestmark = pytest.mark.skipif(os.environ.get("DIFFBOX_SKIP_BROWSER") == "1",
                                 reason="DIFFBOX_SKIP_BROWSER=1: browser tests skipped on request")
 
@@ -30,9 +32,7 @@ JOB_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, demo_models):
-    home = tmp_path_factory.mktemp("browser") / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path_factory.mktemp("browser"), demo_models)
     process, url, _ = start_app(home)
     yield {"url": url, "home": home, "jobs": {}}
     process.terminate()

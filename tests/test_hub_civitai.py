@@ -161,7 +161,8 @@ def test_pickles_are_refused_by_name_format_and_content(hub, fakes, hub_settings
     assert not (hub_settings.models_dir / "loras").exists()
 
 
-def test_cancel_deletes_the_partial_file_and_retry_starts_again(hub, fakes, hub_settings):
+def stalled_download(hub, fakes):
+    """A download whose server stalls after 2 MB, once its first chunk is on disk: (id, the stall)."""
     behaviour = Behaviour(pause_at=2_000_000)
     fakes.civitai.add_model(1, 11, "Orbit", {"orbit.safetensors": BIG}, behaviour=behaviour)
     download_id = hub.downloads.request("civitai", "1")
@@ -169,6 +170,11 @@ def test_cancel_deletes_the_partial_file_and_retry_starts_again(hub, fakes, hub_
     while hub.downloads.get(download_id)["bytes_done"] < CHUNK:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    return download_id, behaviour
+
+
+def test_cancel_deletes_the_partial_file_and_retry_starts_again(hub, fakes, hub_settings):
+    download_id, behaviour = stalled_download(hub, fakes)
     assert hub.downloads.cancel(download_id)["id"] == download_id
     behaviour.resume.set()  # the server finishes its stalled response; the worker notices the cancel
     assert hub.downloads.wait(download_id, 30)["state"] == "cancelled"
@@ -257,13 +263,7 @@ def saved_state(hub_settings, download_id) -> str:
 
 def test_a_disk_that_fills_mid_download_fails_it_with_a_sentence_and_retry_resumes(hub, fakes, hub_settings,
                                                                                     full_disk):
-    behaviour = Behaviour(pause_at=2_000_000)
-    fakes.civitai.add_model(1, 11, "Orbit", {"orbit.safetensors": BIG}, behaviour=behaviour)
-    download_id = hub.downloads.request("civitai", "1")
-    deadline = time.monotonic() + 20
-    while hub.downloads.get(download_id)["bytes_done"] < CHUNK:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    download_id, behaviour = stalled_download(hub, fakes)
     full_disk["on"] = True
     behaviour.resume.set()
     state = hub.downloads.wait(download_id, 30)

@@ -10,15 +10,15 @@ from PIL import Image
 
 from test_app import app_env, start_app
 
+from conftest import make_demo_home
+
 PROMPT = "Replace the text on the sign with the words OPEN 24 HOURS in bold white letters."
 FAST = {"num_inference_steps": 2, "seed": 3, "prompt": PROMPT}
 
 
 @pytest.fixture(scope="module")
 def qwen_app(tmp_path_factory, demo_models):
-    home = tmp_path_factory.mktemp("qwen-app") / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path_factory.mktemp("qwen-app"), demo_models)
     process, url, _ = start_app(home, env=app_env())
     yield Client(url, verbose=False)
     process.terminate()

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import running_services
+
 from diffbox.params import InvalidParams
 from diffbox.workflows import qwen_edit
 from diffbox.workflows.masks import composite, editor_to_mask, finish_mask, load_mask
@@ -255,16 +257,9 @@ def test_the_fast_preset_runs_lightnings_scheduler_and_the_next_job_the_models_o
 @pytest.fixture
 def plus_services(twin, demo_home):
     """Services whose library holds the Qwen-Image-Edit-2509 twin (model_index class QwenImageEditPlusPipeline)."""
-    from diffbox.services import Services
-    from diffbox.settings import Settings, prepare_home
-
     (demo_home / "models" / "qwen-2509").symlink_to(twin("qwen-image-edit-2509"))
-    settings = Settings(home=demo_home, demo=True)
-    prepare_home(settings, env={})
-    started = Services.start(settings)
-    yield started
-    started.hub.close()
-    started.history.close()
+    with running_services(demo_home) as started:
+        yield started
 
 
 def test_2509_edits_and_inpaints_with_the_plus_encoding(plus_services, monkeypatch):

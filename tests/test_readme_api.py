@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import read_frames
+from conftest import make_demo_home, read_frames
 from test_app import start_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +34,7 @@ def test_the_api_section_has_one_snippet_per_workflow_and_health():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, demo_models):
-    home = tmp_path_factory.mktemp("readme-api") / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path_factory.mktemp("readme-api"), demo_models)
     for expert in ("high", "low"):
         names = re.findall(rf'"svi_lora_{expert}": "([^"]+)"', README)
         assert names, f"README's SVI snippet names no svi_lora_{expert} file"

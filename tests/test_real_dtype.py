@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import running_services
+
 from diffbox.engine import qwen_pipes
 from diffbox.engine.cache import ModelCache, SimulatedMemory
 from diffbox.presets import load_shipped
@@ -69,15 +71,8 @@ def write_fitting_controlnet(qwen, models) -> None:
 
 @pytest.fixture
 def services(home):
-    from diffbox.services import Services
-    from diffbox.settings import Settings, prepare_home
-
-    settings = Settings(home=home, demo=True)
-    prepare_home(settings, env={})
-    started = Services.start(settings)
-    yield started
-    started.hub.close()
-    started.history.close()
+    with running_services(home) as started:
+        yield started
 
 
 def noise(size=(64, 48), seed=0) -> Image.Image:

@@ -23,7 +23,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from conftest import read_frames
+from conftest import make_demo_home, read_frames
 from test_app import ROOT, app_env, start_app
 
 SMALL = {"width": 32, "height": 32, "num_frames": 9, "seed": 5, "num_inference_steps": 2, "prompt": "a red square"}
@@ -32,9 +32,7 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, demo_models):
-    home = tmp_path_factory.mktemp("robust") / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path_factory.mktemp("robust"), demo_models)
     process, url, output = start_app(home)
     yield {"url": url, "home": home, "pid": process.pid, "output": output}
     process.terminate()
@@ -283,9 +281,7 @@ def path_without_ffmpeg(tmp_path_factory) -> str:
 def test_8_the_app_says_at_start_that_streaming_needs_ffmpeg(tmp_path, demo_models, path_without_ffmpeg):
     from diffbox.workflows.outputs import STREAMING_NEEDS_FFMPEG
 
-    home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path, demo_models)
     process, url, output = start_app(home, env=app_env(PATH=path_without_ffmpeg))
     try:
         assert STREAMING_NEEDS_FFMPEG in output.read_text()  # the log, at start

@@ -26,6 +26,8 @@ from PIL import Image
 
 from test_app import ROOT, app_env, start_app
 
+from conftest import make_demo_home
+
 HF_CANARY = "hf_" + "Cn4ry" * 8
 EXPORT_CANARY = "hf_" + "0ldExp0rt" * 4
 CONFIG_CANARY = "canary-preset-7f3a"
@@ -57,9 +59,7 @@ def outside(tmp_path_factory):
 
 
 def make_home(root: Path, demo_models) -> Path:
-    home = root / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(root, demo_models)
     return home
 
 

@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from conftest import read_frames
+from conftest import make_demo_home, read_frames
 from test_app import start_app
 
 SMALL = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 3, "seed": 21, "num_clips": 3,
@@ -19,9 +19,7 @@ SMALL = {"width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 3, "
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, demo_models):
-    home = tmp_path_factory.mktemp("svi-app") / "home"
-    (home / "models").mkdir(parents=True)
-    (home / "models" / "demo").symlink_to(demo_models["wan22-i2v"].parent)
+    home = make_demo_home(tmp_path_factory.mktemp("svi-app"), demo_models)
     process, url, _ = start_app(home)
     yield url
     process.terminate()

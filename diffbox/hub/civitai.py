@@ -2,7 +2,7 @@
 
 The base URL comes from DIFFBOX_CIVITAI_URL (tests point it at a local fake). The token travels
 as `Authorization: Bearer` to that host only: the download endpoint answers with a redirect to a
-short-lived signed URL on a storage host, which is fetched without it. Facts: hubs.md §2.
+short-lived signed URL on a storage host, which is fetched without it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 Pickle formats (.ckpt/.pt/.pth/.bin) can run code when loaded, so only safetensors and GGUF weights
 are accepted; their headers are checked here, by reading bytes, never by unpickling or loading.
-Facts and sources: shared/research/hubs.md §4.
 """
 
 from __future__ import annotations

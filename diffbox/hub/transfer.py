@@ -3,7 +3,7 @@
 Every attempt asks for `Range: bytes=<size of the .part>-`, so a dropped connection, a 5xx or a
 restarted app costs at most the bytes that were in flight. The sha256 is computed while writing
 (and re-read from the .part once after a restart), so verification needs no second pass.
-Server answers handled as peers learned them (hubs.md §3): 206 resumes, 200 means the Range was
+Server answers handled as other downloaders learned them: 206 resumes, 200 means the Range was
 ignored (start over), 416 means we already have it all (or too much), 401/403/404/410 from a
 storage host mean the signed URL expired: ask the API for a fresh one.
 """

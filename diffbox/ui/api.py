@@ -1,4 +1,4 @@
-"""The scriptable API (gradio_client), named as in DESIGN.md's contracts.
+"""The scriptable API (gradio_client), named as in README's API section.
 
 Each endpoint goes through the same Services call as its UI button. Files leave as
 gr.FileData so remote clients can download them; a bare path string would not be served.

@@ -1,4 +1,4 @@
-"""The portable config over gradio_client, named as in DESIGN.md's contracts.
+"""The portable config over gradio_client, named as in README's API section.
 
     /config_export(include_tokens) → the config file (tokens only when asked for)
     /config_import(file) → report dict: what changed, which downloads were queued

@@ -1,4 +1,4 @@
-"""The model hub's scriptable API (gradio_client), named as in DESIGN.md's contracts.
+"""The model hub's scriptable API (gradio_client), named as in README's API section.
 
     /models_search(query, source, kind, base_model) → list of result dicts
     /download(source, model_id, file) → download id

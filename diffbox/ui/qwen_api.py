@@ -1,4 +1,4 @@
-"""The `/qwen_edit` API endpoint (DESIGN.md contract), through the same Services call as the tab.
+"""The `/qwen_edit` API endpoint (README's API section), through the same Services call as the tab.
 
 `images` is `list[FileData]`, not a Gallery: a Gallery input rejects gradio_client's
 handle_file values (its GalleryData validation, Gradio 6.31). `control_image` is an optional fourth

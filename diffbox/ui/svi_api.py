@@ -1,6 +1,6 @@
 """The /svi and /svi_extend API events: one (clip file, metadata) per finished clip, then the stitched mp4.
 
-Ordinary files, not the UI's HLS stream (DESIGN.md contracts). A clip file holds only the frames
+Ordinary files, not the UI's HLS stream (README's API section). A clip file holds only the frames
 it adds, so clip 0 + the trimmed later clips = the stitched video.
 """
 

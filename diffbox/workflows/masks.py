@@ -3,9 +3,8 @@
 Pure PIL/numpy, no Gradio: the editor value arrives as a plain dict
 ``{"background": ..., "layers": [...], "composite": ...}`` whose entries are PIL images, numpy
 arrays or file paths. Each layer is RGBA and transparent except where the brush went, and the
-eraser makes pixels transparent again, so the mask is ``alpha > 0`` OR-ed over every layer
-(gradio_diffusers.md §1). Masks are resized with NEAREST so they stay hard-edged; softening is
-an explicit choice (feather).
+eraser makes pixels transparent again, so the mask is ``alpha > 0`` OR-ed over every layer.
+Masks are resized with NEAREST so they stay hard-edged; softening is an explicit choice (feather).
 """
 
 from __future__ import annotations
