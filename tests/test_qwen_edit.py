@@ -184,6 +184,14 @@ def test_bad_input_names_the_field(services, tmp_path):
     assert "not in the library" in refused(services, {"mode": "generate", "controlnet": "nope"},
                                            control_image=noise())["controlnet"]
     assert "mode" in refused(services, {"mode": "outpaint"})
+    # The model's scheduler divides by zero at one step (every pixel NaN): refused before any work.
+    assert "at least 2" in refused(services, {"mode": "edit", "num_inference_steps": 1}, [noise()])["num_inference_steps"]
+
+
+def test_one_step_runs_with_the_lightning_scheduler(services, shrink_qwen_condition_area):
+    result = run(services, {"mode": "edit", "num_inference_steps": 1, "scheduler": "lightning"}, [noise()])
+    assert pixels(result.outputs[0]).shape == (FAST["height"], FAST["width"], 3)
+    assert result.metadata["params"]["scheduler"] == "lightning"
 
 
 def test_cmyk_16bit_and_huge_images_are_converted_with_a_note(tmp_path):

@@ -55,6 +55,15 @@ RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
     "768×1344 portrait 9:16": (768, 1344),
 }
 
+def _steps_for_scheduler(values: dict) -> dict:
+    # Qwen's own scheduler stretches its sigmas to a terminal shift by dividing by the last step's
+    # distance from 1, which is zero when there is one step: every pixel would come out NaN.
+    if values["scheduler"] == "model" and values["num_inference_steps"] < 2:
+        return {"num_inference_steps": "must be at least 2 with the model's scheduler (1 step only with the "
+                                       "lightning scheduler and a Lightning LoRA)"}
+    return {}
+
+
 def _guidance_window(values: dict) -> dict:
     if values["control_guidance_start"] >= values["control_guidance_end"]:
         return {"control_guidance_end": "must be greater than control_guidance_start"}
@@ -107,7 +116,7 @@ SPEC = ParamSpec("qwen_edit", (
     *STEP_CACHE_PARAMS,
     *MEMORY_PARAMS,
     vae_dtype_param("auto", "Qwen-Image ships its VAE in bf16 and runs it in the model's dtype."),
-), checks=(_guidance_window,))
+), checks=(_guidance_window, _steps_for_scheduler))
 
 
 @dataclass(frozen=True)
@@ -262,7 +271,7 @@ def run(ctx: JobContext, pipe, job: QwenEditInput, model_name: str, loras: list[
     configure(pipe, p)
     if loras:
         ctx.progress("applying LoRAs")
-    apply_loras(pipe, list(loras))  # on the shared transformer: every view below sees them
+    apply_loras(pipe, list(loras), log=ctx.note)  # on the shared transformer: every view below sees them
     controlnet = None
     if controlnet_path is not None:
         ctx.progress("loading ControlNet")
