@@ -146,7 +146,7 @@ def build_wan_tokenizer():
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
-def _train_qwen_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def train_qwen_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a small byte-level BPE with Qwen2's pre-tokenizer (BpeTrainer is deterministic)."""
     from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
     from tokenizers.models import BPE
@@ -172,7 +172,7 @@ def build_qwen_tokenizer():
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
-    vocab, merges = _train_qwen_bpe()
+    vocab, merges = train_qwen_bpe()
     tokenizer = Qwen2Tokenizer(
         vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",

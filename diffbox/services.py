@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
 from diffbox import __version__
-from diffbox.engine.cache import ModelCache, is_out_of_memory
+from diffbox.engine.cache import ModelCache, display_name, is_out_of_memory
 from diffbox.engine.devices import device_info
 from diffbox.engine.loras import LoraRequest
 from diffbox.engine.runner import Job, JobRunner
@@ -234,16 +235,24 @@ class Services:
                                    "the resolution or frame count, or choose fp8 weights") from None
             raise
 
+    def shown_name(self, cache_key: str) -> str:
+        """A loaded model as /health shows it, to anyone: its library name (relative to models/) or its
+        folder's / repo's short name, never a server path."""
+        base = cache_key.split("+", 1)[0]
+        library = {os.path.realpath(m.path): m.name for m in self.library.models(refresh=False)} if self.hub else {}
+        name = library.get(os.path.realpath(base)) or display_name(base)
+        return name + display_name(cache_key)[len(display_name(base)):]  # plus its single files' names, if any
+
     def health(self) -> dict:
         """Every job the app holds is the runner's (it is the only GPU queue), so `waiting` counts them all;
-        `position` is a waiting job's place in line (1 = next)."""
+        `position` is a waiting job's place in line (1 = next). Open to all: it names no path."""
         active = self.runner.active()
         line = {job.id: place for place, job in enumerate(self.runner.waiting(), start=1)}
         return {
             "ok": True,
             "version": __version__,
             **device_info(),
-            "models_loaded": self.cache.loaded(),
+            "models_loaded": [self.shown_name(key) for key in self.cache.loaded()],
             "queue": {"running": sum(1 for j in active if j.state == RUNNING),
                       "waiting": sum(1 for j in active if j.state == QUEUED),
                       "jobs": [{"id": j.id, "workflow": j.workflow, "state": j.state, "stage": j.stage,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
+from urllib.parse import urlsplit
 
 from diffbox import __version__
 
@@ -21,6 +23,7 @@ RUNPOD_VOLUME = Path("/workspace")
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 100.0  # far above any start image or mask; a config file is capped much lower
 DEFAULT_UPLOAD_TTL_HOURS = 24.0
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class SettingsError(ValueError):
@@ -41,6 +44,7 @@ class Settings:
     no_auth: bool = False
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     upload_ttl_hours: float = DEFAULT_UPLOAD_TTL_HOURS
+    allowed_origins: tuple[str, ...] = ()  # scheme://host:port, besides the app's own address
 
     @property
     def loopback_only(self) -> bool:
@@ -151,6 +155,35 @@ def parse_positive(value: str | None, source: str, default: float) -> float:
     return number
 
 
+def parse_origin(text: str) -> tuple[str, str, int] | None:
+    """`scheme://host[:port]` (http or https, nothing after the port) → (scheme, host, port); else None."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme]
+
+
+def parse_origins(value: str | None, source: str) -> tuple[str, ...]:
+    """A comma- or space-separated list of origins, each normalised to scheme://host:port."""
+    origins = []
+    for item in re.split(r"[\s,]+", (value or "").strip()):
+        if not item:
+            continue
+        origin = parse_origin(item)
+        if origin is None:
+            raise SettingsError(f"{source} must list origins like https://host or http://host:8080 (no path), "
+                                f"got {item[:80]!r}")
+        scheme, host, port = origin
+        origins.append(f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}")
+    return tuple(origins)
+
+
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1 and localhost; everything else (0.0.0.0, ::, a LAN address, a name) is reachable
     from elsewhere, or may be."""
@@ -207,6 +240,7 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         upload_ttl_hours=parse_positive(args.upload_ttl_hours if args.upload_ttl_hours is not None
                                         else env.get("DIFFBOX_UPLOAD_TTL_HOURS"), ttl_source,
                                         DEFAULT_UPLOAD_TTL_HOURS),
+        allowed_origins=parse_origins(env.get("DIFFBOX_ALLOWED_ORIGINS"), "DIFFBOX_ALLOWED_ORIGINS"),
     )
 
 

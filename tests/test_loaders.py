@@ -1,5 +1,7 @@
 """Where models come from: local folders, HF cache snapshots, single-file checkpoints (safetensors, GGUF)."""
 
+import functools
+import json
 import re
 import shutil
 
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from diffbox.engine import loaders
@@ -158,6 +161,12 @@ def test_bad_single_files_are_named_in_the_error(wan, tmp_path):
 
 LOADABLE = [name for name, spec in TWINS.items() if spec.kind == "single_file" and not spec.refused]
 REFUSED = [name for name, spec in TWINS.items() if spec.kind == "single_file" and spec.refused]
+QWEN, WAN = "qwen-image-edit-2509", "wan2.2-i2v-a14b-diffusers"
+ST_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+
+
+def base_of(twin, spec):
+    return twin(QWEN if spec.library[1].startswith("qwen") else WAN)
 
 
 def storage_error(name: str) -> float:
@@ -167,56 +176,134 @@ def storage_error(name: str) -> float:
     return 0.07 if "fp8" in name else 0.01
 
 
+@pytest.fixture(scope="module")
+def folder_model(twin):
+    """``folder_model(spec)``: the component a single-file twin replaces, as the app loads it from the
+    pipeline twin's folder in bf16 (once per component)."""
+    from diffusers import QwenImageTransformer2DModel, WanTransformer3DModel
+
+    @functools.cache
+    def load(base: str, component: str):
+        cls = QwenImageTransformer2DModel if base == QWEN else WanTransformer3DModel
+        return cls.from_pretrained(twin(base), subfolder=component, dtype=torch.bfloat16)
+
+    return lambda spec: load(QWEN if spec.library[1].startswith("qwen") else WAN, spec.target)
+
+
+def stored_dtypes(file) -> dict[str, str]:
+    """Tensor name (ComfyUI's prefix stripped) -> safetensors dtype; {} for a GGUF file."""
+    if file.suffix != ".safetensors":
+        return {}
+    with safe_open(str(file), framework="pt") as handle:
+        return {k.removeprefix("model.diffusion_model."): str(handle.get_slice(k).get_dtype()) for k in handle.keys()}
+
+
 @pytest.mark.parametrize("name", LOADABLE)
-def test_single_file_twins_load_equal_to_the_reference_in_bf16(twin, name):
+def test_single_file_twins_load_equal_to_the_reference_in_bf16(twin, folder_model, name):
+    """Every tensor within its storage's error of the pipeline twin's weights, in the dtype the folder load
+    gives it: bf16, or fp32 for what diffusers keeps in fp32 (Wan's time embedder, modulation tables,
+    norm2, rope tables), those read at the file's own precision. GGUF weights stay quantized. A 2511 file
+    (ComfyUI's marker) loads with zero_cond_t over the 2509 folder, every other one without."""
     from diffusers.quantizers.gguf.utils import GGUFParameter, dequantize_gguf_tensor
 
     spec = TWINS[name]
-    qwen = spec.library[1].startswith("qwen")
-    base = twin("qwen-image-edit-2509" if qwen else "wan2.2-i2v-a14b-diffusers")
-    reference = qwen_transformer_weights(0) if qwen else wan_expert_weights(
+    reference = qwen_transformer_weights(0) if spec.library[1].startswith("qwen") else wan_expert_weights(
         "high" if spec.target == "transformer" else "low", 0)
-    model = load_single_file(twin(name), base=base, component=spec.target, dtype=torch.bfloat16)
-    loaded = model.state_dict()
+    model = load_single_file(twin(name), base=base_of(twin, spec), component=spec.target, dtype=torch.bfloat16)
+    folder = folder_model(spec)
+    loaded, folder_dtypes, stored = model.state_dict(), {k: v.dtype for k, v in folder.state_dict().items()}, \
+        stored_dtypes(twin(name))
     assert set(loaded) == set(reference)
     for key, expected in reference.items():
         value = loaded[key]
         if isinstance(value, GGUFParameter):  # stays quantized; dequantised per layer at run time
             value = dequantize_gguf_tensor(value)
         else:
-            assert value.dtype in (torch.bfloat16, torch.float32), key  # never raw fp8 values
+            assert value.dtype == folder_dtypes[key], key
         error = (value.float() - expected).abs().max().item()
         assert error <= storage_error(name) * expected.abs().max().item() + 1e-6, (key, error)
+        file_dtype = ST_DTYPES.get(stored.get(next(iter(to_native_wan_keys({key: None}))), stored.get(key, "")))
+        if value.dtype == torch.float32 and file_dtype is not None:  # the file's value, never via bf16
+            assert torch.equal(value, expected.to(file_dtype).float()), key
+    buffers = dict(folder.named_buffers())
+    assert {k: (b.dtype, b.shape) for k, b in model.named_buffers()} == {k: (b.dtype, b.shape) for k, b in
+                                                                          buffers.items()}
+    assert all(torch.equal(b, buffers[k]) for k, b in model.named_buffers())
+    assert bool(model.config.get("zero_cond_t")) == ("2511" in name)
 
 
-def test_a_pipeline_runs_on_dequantised_fp8_experts(twin):
-    wan = twin("wan2.2-i2v-a14b-diffusers")
-    cache = ModelCache(idle_unload_s=None)
-    pipe = cache.get(ModelSource(wan, {"transformer": twin("comfy-wan2.2-i2v-high-fp8-scaled"),
-                                       "transformer_2": twin("kijai-wan2.2-i2v-low-fp8-scaled-kj")}),
-                     dtype="bfloat16", placement="cpu").pipe
-    assert pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
-    tiny_video(pipe)
-
-
-@pytest.mark.parametrize("name", [n for n in LOADABLE if not n.endswith("q8_0")])
-def test_single_file_twins_are_estimated_like_the_folder_they_replace(twin, name):
-    """Prefixed, original-name and fp8 files project the same memory and block sizes as the diffusers
-    folder: they load to the same modules, fp8 dequantised to the compute dtype."""
+@pytest.mark.parametrize("name", LOADABLE)
+def test_single_file_twins_are_estimated_as_they_load(twin, name):
+    """The estimate read from the file's header is the loaded module's size to the byte: fp8 dequantised to
+    bf16, Wan's fp32 layers in fp32, GGUF weights at their stored size except where diffusers dequantises
+    them to fp32 at load. Files that load to the folder's modules also project the folder's block sizes."""
     from diffbox.engine.memory import estimate_components
 
     spec = TWINS[name]
-    base = twin("qwen-image-edit-2509" if spec.library[1].startswith("qwen") else "wan2.2-i2v-a14b-diffusers")
-    folder = estimate_components(base, "bfloat16", "native")[spec.target]
+    base = base_of(twin, spec)
     single = estimate_components(base, "bfloat16", "native", {spec.target: twin(name)})[spec.target]
-    for field in ("total_bytes", "outside_blocks_bytes", "largest_block_bytes"):
-        assert getattr(single, field) == getattr(folder, field), field
+    model = load_single_file(twin(name), base=base, component=spec.target, dtype=torch.bfloat16)
+    assert single.total_bytes == sum(p.numel() * p.element_size() for p in model.parameters())
+    if twin(name).suffix == ".safetensors":
+        folder = estimate_components(base, "bfloat16", "native")[spec.target]
+        for field in ("total_bytes", "outside_blocks_bytes", "largest_block_bytes"):
+            assert getattr(single, field) == getattr(folder, field), field
+
+
+def test_a_pipeline_runs_on_dequantised_fp8_experts(twin):
+    wan = twin(WAN)
+    cache = ModelCache(idle_unload_s=None)
+    pipe = cache.get(ModelSource(wan, {"transformer": twin("comfy-wan2.2-i2v-high-fp8-scaled-unprefixed"),
+                                       "transformer_2": twin("kijai-wan2.2-i2v-low-fp8-scaled-kj")}),
+                     dtype="bfloat16", placement="cpu").pipe
+    assert pipe.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
+    assert pipe.transformer.condition_embedder.time_embedder.linear_1.weight.dtype == torch.float32
+    tiny_video(pipe)
+
+
+def test_a_2511_file_edits_with_zero_cond_t_over_the_2509_folder(twin, shrink_qwen_condition_area):
+    """The same weights edit differently once the reference image's tokens get timestep 0, so a 2511 file
+    run without zero_cond_t would be silently wrong; ComfyUI's marker makes the loader set it."""
+    qwen = twin(QWEN)
+
+    def edit(file):
+        pipe = load_pipeline(ModelSource(qwen, {"transformer": twin(file)}), dtype="bfloat16")
+        image = pipe(image=[Image.new("RGB", (64, 64), (200, 30, 30))], prompt="Make the sky purple", height=64,
+                     width=64, num_inference_steps=2, true_cfg_scale=1.0, output_type="np",
+                     generator=torch.Generator().manual_seed(0)).images
+        assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
+        return pipe.transformer.config.zero_cond_t, image
+
+    (cond_2511, image_2511), (cond_2509, image_2509) = edit("comfy-qwen-2511-bf16"), edit("comfy-qwen-2509-bf16")
+    assert (cond_2511, cond_2509) == (True, False)
+    assert np.abs(image_2511 - image_2509).max() > 1e-3
+
+
+def test_a_2511_file_without_its_marker_needs_a_2511_base(twin, tmp_path):
+    """Without ComfyUI's marker only the name tells 2511 from 2509: over a base without zero_cond_t such a
+    file is refused with the base to use; over a 2511 base it loads with zero_cond_t. A ComfyUI file
+    without the marker is no 2511, even over a 2511 base."""
+    qwen = twin(QWEN)
+    unmarked = tmp_path / "qwen_image_edit_2511_bf16.safetensors"
+    save_file(load_file(twin("comfy-qwen-2509-bf16")), unmarked)
+    with pytest.raises(ValueError, match=r"^qwen_image_edit_2511_bf16.safetensors is a Qwen-Image-Edit-2511 "
+                                         r"transformer by its name, .* pick Qwen/Qwen-Image-Edit-2511 as the base "
+                                         r"model$"):
+        load_single_file(unmarked, base=qwen, component="transformer", dtype=torch.bfloat16)
+    base_2511 = tmp_path / "Qwen-Image-Edit-2511"
+    shutil.copytree(qwen, base_2511, symlinks=True)
+    config = base_2511 / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "zero_cond_t": True}))
+    assert load_single_file(unmarked, base=base_2511, component="transformer", dtype=torch.bfloat16).zero_cond_t
+    comfy_2509 = load_single_file(twin("comfy-qwen-2509-bf16-prefixed"), base=base_2511, component="transformer",
+                                  dtype=torch.bfloat16)
+    assert comfy_2509.zero_cond_t is False
 
 
 @pytest.mark.parametrize("name", REFUSED)
 def test_text_encoder_single_files_are_refused_saying_what_to_use(twin, name):
     spec = TWINS[name]
-    base = twin("qwen-image-edit-2509" if spec.library[1].startswith("qwen") else "wan2.2-i2v-a14b-diffusers")
+    base = base_of(twin, spec)
     file = twin(name)
     with pytest.raises(ValueError, match=rf"{re.escape(file.name)} cannot replace the text_encoder .* from the "
                                          r"model's folder only"):
@@ -226,14 +313,20 @@ def test_text_encoder_single_files_are_refused_saying_what_to_use(twin, name):
         load_pipeline(ModelSource(base, {"transformer": file}))
 
 
+WAN_BLOCK_LINEARS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
+                     "attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
+
+
 def test_a_gguf_expert_loads_quantized_and_runs(twin):
     pytest.importorskip("gguf", reason="GGUF checkpoints need the gguf package")
     from diffusers.quantizers.gguf.utils import GGUFParameter
 
-    wan, gguf_file = twin("wan2.2-i2v-a14b-diffusers"), twin("quantstack-wan2.2-i2v-high-q8_0")
+    wan, gguf_file = twin(WAN), twin("quantstack-wan2.2-i2v-high-q8_0")
     cache = ModelCache(idle_unload_s=None)
     loaded = cache.get(ModelSource(wan, {"transformer": gguf_file}), weights="fp8", placement="cpu")
-    assert isinstance(loaded.pipe.transformer.blocks[0].ffn.net[2].weight, GGUFParameter)
+    # Only the block Linears are quantized: city96's tools keep the embeddings, head and modulation unquantized.
+    quantized = {name for name, p in loaded.pipe.transformer.named_parameters() if isinstance(p, GGUFParameter)}
+    assert quantized == {f"blocks.{i}.{layer}.weight" for i in range(2) for layer in WAN_BLOCK_LINEARS}
     # fp8 storage applies to the folder's expert only; the GGUF one is already quantized.
     assert loaded.pipe.transformer_2.blocks[0].ffn.net[2].weight.dtype == torch.float8_e4m3fn
     tiny_video(loaded.pipe)

@@ -49,7 +49,7 @@ def home(twin, demo_home):
     (models / "wan").symlink_to(twin("wan2.2-i2v-a14b-diffusers"))
     (models / "qwen-2509").symlink_to(twin("qwen-image-edit-2509"))
     (models / "loras").mkdir()
-    for name in PRESET_LORA_TWINS:
+    for name in (*PRESET_LORA_TWINS, "distill-1022-low"):
         file = twin(name)
         (models / "loras" / file.name).symlink_to(file)
     write_fitting_controlnet(models / "qwen-2509", models)
@@ -200,6 +200,51 @@ def test_an_out_of_memory_retry_moves_the_weights_but_never_casts_them(services,
     # load with its default device, which must be an accelerator: a CPU-only artifact.)
     done(services.submit_svi({**SVI_SMALL, "model": "wan", "svi_lora_high": "", "svi_lora_low": ""}, image))
     assert_unchanged(after, snapshot(cached_pipe(services)), "svi under model offload")
+
+
+DISTILL_LOW = "wan2.2_i2v_A14b_low_noise_lora_rank64_lightx2v_4step_1022.safetensors"
+
+
+def test_loras_on_fp8_weights_live_in_the_compute_dtype_and_survive_an_out_of_memory_retry(services, image,
+                                                                                          monkeypatch):
+    import diffusers
+
+    from conftest import read_frames
+
+    services.cache = ModelCache(memory_probe=SimulatedMemory(24 * 2**30))  # all on the "GPU" first
+    fp8 = {**WAN_SMALL, "model": "wan", "weights": "fp8"}
+    loras = [{"name": WAN_LORAS[0], "weight_high": 1.0, "weight_low": 0.0},   # SVI high: a bf16 file
+             {"name": WAN_LORAS[1], "weight_high": 0.0, "weight_low": 1.0}]   # Lightning low: an fp32 file
+    without = done(services.submit_i2v(fp8, image))
+    pipe = cached_pipe(services)
+    stored = {k: v for k, v in snapshot(pipe).items() if v[0] == torch.float8_e4m3fn}
+    assert len(stored) > 10
+    distill = {"name": "loras/" + DISTILL_LOW, "weight_high": 0.0, "weight_low": 1.0}
+    job = services.submit_i2v({**fp8, "loras": [distill]}, image)
+    done(job)
+    notes = services.history.get(job.id)["notes"]  # the keys diffusers cannot apply, counted for the user
+    assert [n for n in notes if n.startswith("LoRA ")] == [
+        f"LoRA loras/{DISTILL_LOW}: 25 of its 102 keys not applied to the low-noise expert, which diffusers "
+        f"{diffusers.__version__} cannot apply: 12 norm deltas, 3 modulation deltas (diff_m), 2 patch/image-embedding "
+        "deltas, 8 for layers this model does not have (e.g. blocks.0.attn2.add_k_proj)"]
+    real_settings, calls = i2v.apply_job_settings, []
+
+    def out_of_memory_once_the_loras_are_on(ctx, target, *args, **kwargs):
+        two_experts = real_settings(ctx, target, *args, **kwargs)
+        calls.append(target)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return two_experts
+
+    monkeypatch.setattr(i2v, "apply_job_settings", out_of_memory_once_the_loras_are_on)
+    result = done(services.submit_i2v({**fp8, "loras": loras}, image))
+    assert len(calls) == 2 and (result.metadata["placement"], result.metadata["weights"]) == ("model_offload", "fp8")
+    assert cached_pipe(services) is pipe  # re-placed in memory: the weights stay fp8 and the LoRAs stay loaded
+    assert {k: v for k, v in snapshot(pipe).items() if v[0] == torch.float8_e4m3fn} == stored
+    for expert in (pipe.transformer, pipe.transformer_2):
+        lora = {p.dtype for n, p in expert.named_parameters() if "lora_" in n}
+        assert lora == {torch.bfloat16}
+    assert not np.array_equal(np.stack(read_frames(result.outputs[0])), np.stack(read_frames(without.outputs[0])))
 
 
 # ---------------------------------------------------------------------------------------------

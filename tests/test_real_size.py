@@ -51,7 +51,7 @@ QWEN_VL_TEXT = dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=
 QWEN_VL_VISION = dict(depth=32, hidden_size=1280, out_hidden_size=3584, num_heads=16, intermediate_size=3420,
                       fullatt_block_indexes=[7, 15, 23, 31], patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
                       window_size=112, tokens_per_second=2, in_chans=3, hidden_act="silu")
-ST_DTYPES = {"F32": 4, "BF16": 2}
+ST_DTYPES = {"F32": 4, "BF16": 2, "F16": 2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,10 +77,11 @@ def meta_models() -> dict:
 
 
 def write_hollow_checkpoint(folder, model, *, dtype: str, stem: str, shards: int, index_name: str = "",
-                            tied: tuple[str, ...] = ()) -> None:
+                            tied: tuple[str, ...] = (), rename=lambda name: name) -> None:
     """The model's tensors as `shards` safetensors files (+ index) whose data is an unallocated hole;
-    `tied` names weights the published file stores once under another name."""
-    tensors = [(name, tuple(p.shape)) for name, p in model.named_parameters() if name not in tied]
+    `tied` names weights the published file stores once under another name, `rename` gives a tensor the
+    name the published file uses."""
+    tensors = [(rename(name), tuple(p.shape)) for name, p in model.named_parameters() if name not in tied]
     sizes = [ST_DTYPES[dtype] * torch.Size(shape).numel() for _, shape in tensors]
     per_shard = sum(sizes) / shards
     groups, current, filled = [[] for _ in range(shards)], 0, 0
@@ -169,6 +170,71 @@ def test_exact_where_the_arithmetic_is_exact(real):
     assert estimate_pipeline_bytes(real["qwen"], "bfloat16")["transformer"] == 40_860_802_176
     # The whole Wan pipeline as it runs on a GPU: 2 × 28.64 (bf16 experts) + 11.36 (UMT5) + 0.51 (fp32 VAE)
     assert sum(bf16.values()) == pytest.approx(69.14e9, rel=0.005)
+
+
+def test_a_comfy_expert_file_is_estimated_like_the_folder_at_real_size(real, tmp_path):
+    """ComfyUI's fp16 expert (original Wan names under `model.diffusion_model.`): the same bytes as the
+    folder's expert in bf16, the 29.2 M values diffusers keeps in fp32 included (the loader keeps them so)."""
+    from diffbox.engine.cache import ModelSource
+    from diffbox.twins.wan import to_native_wan_keys
+
+    write_hollow_checkpoint(tmp_path, real["models"]["wan_expert"], dtype="F16", shards=1,
+                            stem="wan2.2_i2v_high_noise_14B_fp16",
+                            rename=lambda name: "model.diffusion_model." + next(iter(to_native_wan_keys({name: 0}))))
+    file = tmp_path / "wan2.2_i2v_high_noise_14B_fp16.safetensors"
+    assert file.stat().st_size == pytest.approx(28.6e9, rel=0.002)  # the hub's 28.6 GB
+    single = estimate_pipeline_bytes(ModelSource(real["wan"], {"transformer": file}), "bfloat16")["transformer"]
+    assert single == estimate_pipeline_bytes(real["wan"], "bfloat16")["transformer"]
+    assert single - WAN_EXPERT_PARAMS * 2 == pytest.approx(58.4e6, rel=0.01)
+
+
+# The hub's sizes of single files, with how closely each figure pins the bytes: exact listings leave the
+# header (< 2 MB), "GB" ones their 3 significant digits. The named twin's own layout rule (the registry's build
+# arguments) applied to the real shapes must give that size; its variants that do not are not the layout.
+PUBLISHED_SINGLE_FILES = {
+    "comfy-wan2.2-i2v-high-fp8-scaled-unprefixed": (14.3e9, 0.05e9),  # every Linear fp8 (blocks only: 14.5)
+    "kijai-wan2.2-i2v-low-fp8-scaled-kj": (15_002_999_858, 2e6),  # block Linears fp8, the rest fp32
+    "comfy-qwen-2509-fp8-e4m3fn-all-fp8": (20.4e9, 0.05e9),  # block Linears only: 20.5
+    "lightx2v-qwen-2509-fp8-scaled-all-linear": (20.4e9, 0.05e9),
+    "quantstack-wan2.2-i2v-high-q8_0": (15.4e9, 0.05e9),  # embeddings and head kept 16-bit (all Q8_0: 15.2)
+    "quantstack-qwen-2509-q8_0": (21_761_817_120, 2e6),  # non-block Linears 16-bit (all Q8_0: 38 MB less)
+}
+
+
+def twin_layout_bytes(real, name: str) -> int:
+    """Bytes of twin ``name``'s tensors laid out as its registry entry builds it, over the real shapes."""
+    import gguf
+
+    from diffbox.twins import TWINS
+    from diffbox.twins.single_files import gguf_type, store
+    from diffbox.twins.wan import to_native_wan_keys
+
+    spec = TWINS[name]
+    kwargs = dict(spec.build.keywords)
+    qwen = spec.library[1].startswith("qwen")
+    tensors = real["models"]["qwen_transformer" if qwen else "wan_expert"].state_dict()  # meta: shapes only
+    tensors = tensors if qwen else to_native_wan_keys(tensors)
+    if "arch" in kwargs:  # GGUF
+        sizes = [gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[gguf_type(
+            key, tuple(t.shape), high_precision=kwargs.get("high_precision", ()),
+            high_precision_type=kwargs.get("high_precision_type", "F16"))]] for key, t in tensors.items()]
+        return sum(t.numel() // block * size for t, (block, size) in zip(tensors.values(), sizes))
+    layout = {k: v for k, v in kwargs.items() if k not in ("weights", "dtype", "prefix", "zero_cond_marker",
+                                                          "prefixed_layer_names")}
+    stored, _ = store(tensors, kwargs["dtype"], **layout)
+    return sum(t.numel() * t.element_size() for t in stored.values())
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_SINGLE_FILES))
+def test_single_file_twin_layouts_give_the_published_sizes(real, name):
+    published, within = PUBLISHED_SINGLE_FILES[name]
+    assert abs(twin_layout_bytes(real, name) - published) <= within
+
+
+def test_the_layouts_the_sizes_rule_out(real):
+    """The blocks-only fp8 variants, kept as twins for what they may load like, miss the published sizes."""
+    assert twin_layout_bytes(real, "comfy-qwen-2509-fp8-e4m3fn") - 20.4e9 > 0.05e9
+    assert twin_layout_bytes(real, "lightx2v-qwen-2509-fp8-scaled") - 20.4e9 > 0.05e9
 
 
 # ---------------------------------------------------------------------------------------------

@@ -233,10 +233,13 @@ def test_7_a_huge_image_is_checked_while_health_keeps_answering(app, client, tmp
 
 def test_9_waiting_jobs_show_in_health_are_timed_and_can_be_cancelled(app, client, image):
     # One client per job, as separate users: Gradio's cancel stops every job of a session on that endpoint.
-    first = client.submit({**SMALL, "num_inference_steps": 25}, handle_file(image), None, api_name="/i2v")
+    # The other two clients connect first (slow on a busy machine), so both join while the first job runs.
+    others = [Client(app["url"], verbose=False) for _ in range(2)]
+    first = client.submit({**SMALL, "num_inference_steps": 40}, handle_file(image), None, api_name="/i2v")
     wait_for(lambda: any(j["state"] == "running" for j in health(app)["queue"]["jobs"]), what="the first job")
-    second = Client(app["url"], verbose=False).submit(SMALL, handle_file(image), None, api_name="/i2v")
-    third = Client(app["url"], verbose=False).submit(SMALL, handle_file(image), None, api_name="/i2v")
+    second = others[0].submit(SMALL, handle_file(image), None, api_name="/i2v")
+    wait_for(lambda: health(app)["queue"]["waiting"] == 1, what="the second job in line")
+    third = others[1].submit(SMALL, handle_file(image), None, api_name="/i2v")
     queue = wait_for(lambda: (q := health(app)["queue"])["waiting"] == 2 and q, what="two waiting jobs")
     waiting = sorted((j for j in queue["jobs"] if j["state"] == "queued"), key=lambda j: j["position"])
     assert [j["position"] for j in waiting] == [1, 2] and queue["running"] == 1

@@ -1,9 +1,12 @@
 """The public surface, attacked from outside as on a pod: what the file routes serve, which file
-arguments are opened, who must log in, and how fast a password can be guessed.
+arguments are opened, who must log in, how fast a password can be guessed, and what another site's
+page may do with the owner's login.
 
-Three launched apps: `app` (file routes, file arguments, the fuzz test), `open_pod` (bound to
-0.0.0.0 with no --auth: a generated password, the login throttle, the upload limit and cleaner) and
-one with --no-auth. Everything goes through HTTP or gradio_client, as an attacker's script would.
+Three launched apps: `app` (bound to 127.0.0.1: file routes, file arguments, the fuzz test, one-time
+exports, /pin, DNS rebinding), `open_pod` (bound to 0.0.0.0 with no --auth: a generated password,
+the login throttle, cross-site requests and cookies, the upload limit and cleaner) and one with
+--no-auth. Everything goes through HTTP or gradio_client, as an attacker's script would; a browser
+from another site is in test_security_browser.py.
 """
 
 import json
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,6 +40,7 @@ REFUSED = "must be a file uploaded to this app (or one of its own outputs)"
 SMALL_I2V = {"width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 1, "seed": 5,
              "prompt": "a square drifting"}
 SMALL_SVI = {"width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 1, "num_clips": 1}
+STUDIO_ORIGIN = "https://studio.example:8443"  # DIFFBOX_ALLOWED_ORIGINS of the loopback app: a local proxy's name
 QWEN_INPAINT = {"mode": "inpaint", "num_inference_steps": 1, "seed": 3, "prompt": "repaint", "strength": 1.0,
                 "match_input_size": True}
 
@@ -78,7 +83,8 @@ def app(tmp_path_factory, demo_models, outside):
     (outputs / "leak-tokens.json").symlink_to(home / "tokens.json")
     (outputs / "leak.png").symlink_to(outside / "canary.png")
     upload_dir = root / "gradio-tmp"
-    process, url, output = start_app(home, env=app_env(GRADIO_TEMP_DIR=str(upload_dir)))
+    env = app_env(GRADIO_TEMP_DIR=str(upload_dir), DIFFBOX_ALLOWED_ORIGINS=STUDIO_ORIGIN)
+    process, url, output = start_app(home, env=env)
     yield {"url": url, "home": home, "output": output, "upload_dir": upload_dir}
     process.terminate()
     process.wait(30)
@@ -159,7 +165,12 @@ def test_outputs_are_still_served(app):
 
 def test_the_home_path_is_not_shown_in_the_header_or_health(app):
     home = str(app["home"])
-    assert home not in httpx.get(app["url"] + "health").text
+    if not httpx.get(app["url"] + "health").json()["models_loaded"]:  # a loaded model is where a path could show
+        start = str(app["home"] / "outputs" / "manual" / "start.png")
+        assert call(app["url"], "i2v", SMALL_I2V, start, None)[0] == "complete"
+    health = httpx.get(app["url"] + "health")
+    assert home not in health.text
+    assert health.json()["models_loaded"] == ["demo/wan22-i2v"]  # the library's name, relative to models/
     config = httpx.get(app["url"] + "config").json()
     header = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "diffbox-header")
     assert "diffbox" in header["props"]["value"] and home not in header["props"]["value"]
@@ -173,6 +184,89 @@ def test_a_with_token_export_is_handed_over_once_and_not_kept(app):
     assert first.status_code == 200 and json.loads(first.content)["tokens"]["hf"] == HF_CANARY
     assert httpx.get(url).status_code != 200 and not path.exists()
     assert not list(app["home"].rglob("diffbox-config-*.json"))  # nothing kept under the home
+
+
+def test_a_handed_over_export_cannot_be_read_in_pieces(app):
+    """HEAD and Range requests must not read the file while leaving it for another full download."""
+    kind, outputs = call(app["url"], "config_export", True)
+    assert kind == "complete"
+    url, path = outputs[0]["url"], Path(outputs[0]["path"])
+    head = httpx.head(url)
+    assert head.status_code == 405 and path.exists()
+    tail = httpx.get(url, headers={"Range": "bytes=21-"})
+    assert tail.status_code == 200 and json.loads(tail.content)["tokens"]["hf"] == HF_CANARY  # all of it, once
+    assert httpx.get(url, headers={"Range": "bytes=0-20"}).status_code not in (200, 206)
+    deadline = time.monotonic() + 5  # deleted once the server has finished sending it
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not path.exists()
+
+
+def test_no_public_endpoint_writes_an_export_but_config_export(app):
+    """The Download button's first export is a private UI event, not /lambda_N in the API."""
+    endpoints = httpx.get(app["url"] + "gradio_api/info").json()["named_endpoints"]
+    for name, info in endpoints.items():
+        if name.startswith("/lambda") and not info["parameters"]:
+            kind, result = call(app["url"], name.lstrip("/"))
+            assert "diffbox-config" not in json.dumps(result), (name, result)
+    config = httpx.get(app["url"] + "config").json()
+    button = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "config-download")
+    writers = [d for d in config["dependencies"] if button in d["outputs"]]
+    assert writers and all(d["api_name"].startswith("ui_config_") and d["api_visibility"] == "private"
+                           for d in writers), [(d["api_name"], d["api_visibility"]) for d in writers]
+
+
+@pytest.mark.parametrize("source,model_id", [
+    ("hf", "../../x"), pytest.param("hf", "x" * 5000, id="hf-5000-chars"), ("hf", "x<img src=x onerror=alert(1)>/y"),
+    ("hf", "a/b/c"), ("hf", "owner/name/../../etc"), ("civitai", "12a"), ("civitai", "1@x"), ("civitai", "../1"),
+])
+def test_pin_takes_only_ids_a_config_import_accepts(app, source, model_id):
+    kind, message = call(app["url"], "pin", source, model_id, True)
+    assert kind == "error" and "model_id" in message, message
+    assert len(message) < 300 and "<img" not in message
+
+
+def test_a_pinned_model_exports_into_a_config_that_imports(app, tmp_path):
+    """A Civitai model_id is model[@version] on /pin as everywhere; the export lists it as id and revision."""
+    client = Client(app["url"], verbose=False)
+    try:
+        for source, model_id in (("hf", "studio/wan-orbit_lora.v2"), ("civitai", "827184@2514310")):
+            assert client.predict(source, model_id, True, api_name="/pin")["pinned"]
+        export = tmp_path / "export.json"
+        export.write_bytes(httpx.get(call(app["url"], "config_export", False)[1][0]["url"]).content)
+        models = {(m["id"], m["revision"]) for m in json.loads(export.read_text())["models"]}
+        assert {("studio/wan-orbit_lora.v2", ""), ("827184", "2514310")} <= models
+        report = client.predict(handle_file(str(export)), api_name="/config_preview")
+        assert report["version"] == 1
+    finally:
+        for source, model_id in (("hf", "studio/wan-orbit_lora.v2"), ("civitai", "827184")):
+            client.predict(source, model_id, False, api_name="/pin")
+
+
+def test_a_rebinding_host_name_is_refused_on_a_loopback_bind(app):
+    """A DNS-rebinding page (its own name pointed at 127.0.0.1) is same-origin with itself: only Host tells."""
+    port = httpx.URL(app["url"]).port
+    for host in (f"rebind.attacker.example:{port}", "rebind.attacker.example", f"192.168.1.20:{port}"):
+        page = httpx.get(app["url"] + "config", headers={"Host": host})
+        assert page.status_code == 403, host
+        export = httpx.post(app["url"] + "gradio_api/call/config_export", json={"data": [True]},
+                            headers={"Host": host, "Origin": f"http://{host}"})
+        assert export.status_code == 403 and HF_CANARY not in export.text, host
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "studio.example:8443"):
+        assert httpx.get(app["url"] + "config", headers={"Host": host}).status_code == 200, host
+
+
+def test_an_allowed_origin_and_the_apps_own_origin_may_call_it(app):
+    port = httpx.URL(app["url"]).port
+    for origin, host in ((f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"),
+                         (f"http://localhost:{port}", f"localhost:{port}"),
+                         (STUDIO_ORIGIN, f"127.0.0.1:{port}"), (STUDIO_ORIGIN, "studio.example:8443")):
+        response = httpx.post(app["url"] + "gradio_api/call/history", json={"data": [1]},
+                              headers={"Host": host, "Origin": origin})
+        assert response.status_code == 200, (origin, host)
+    refused = httpx.post(app["url"] + "gradio_api/call/history", json={"data": [1]},
+                         headers={"Origin": f"http://localhost:{port + 1}"})  # another port is another origin
+    assert refused.status_code == 403
 
 
 def refusals(app, api_name: str, make_args, values) -> list[str]:
@@ -303,9 +397,10 @@ def test_fuzzed_file_arguments_open_nothing_outside_uploads_and_outputs(app, out
 # Login: generated on a public bind, throttled, and --no-auth is loud
 # --------------------------------------------------------------------------------------------
 
-# The test talks from 127.0.0.1, which uvicorn trusts as a proxy by default and would then take the
-# client address from X-Forwarded-For; trusting nobody makes 127.0.0.1 stand for the RunPod proxy.
-BEHIND_A_PROXY = {"FORWARDED_ALLOW_IPS": "192.0.2.1"}
+# The tests talk from 127.0.0.1, which stands for the RunPod proxy: the app tells uvicorn to trust no
+# forwarded headers, so the throttle sees that address and reads X-Forwarded-For itself.
+POD_HOST = "abcd1234-7860.proxy.runpod.net"
+EVIL_ORIGIN = "https://evil.example"
 
 
 @pytest.fixture(scope="module")
@@ -313,8 +408,7 @@ def open_pod(tmp_path_factory, demo_models):
     root = tmp_path_factory.mktemp("sec-pod")
     home = make_home(root, demo_models)
     upload_dir = root / "gradio-tmp"
-    env = app_env(GRADIO_TEMP_DIR=str(upload_dir), DIFFBOX_MAX_UPLOAD_MB="1", DIFFBOX_UPLOAD_TTL_HOURS="0.001",
-                  **BEHIND_A_PROXY)
+    env = app_env(GRADIO_TEMP_DIR=str(upload_dir), DIFFBOX_MAX_UPLOAD_MB="1", DIFFBOX_UPLOAD_TTL_HOURS="0.001")
     process, url, output = start_app(home, "--host", "0.0.0.0", env=env)
     match = re.search(r"user 'diffbox', password '([^']+)'", output.read_text())
     assert match, output.read_text()
@@ -323,11 +417,19 @@ def open_pod(tmp_path_factory, demo_models):
     process.wait(30)
 
 
-def login(pod, password: str, client_ip: str) -> tuple[int, float]:
+def login(pod, password: str, client_ip: str, *, forwarded: str | None = None,
+          http: httpx.Client | None = None) -> tuple[int, float]:
+    """One login through "the proxy": it appended `client_ip` to what the client sent (or sends `forwarded`)."""
     started = time.monotonic()
-    response = httpx.post(pod["url"] + "login", data={"username": "diffbox", "password": password},
-                          headers={"X-Forwarded-For": f"198.51.100.99, {client_ip}"}, timeout=120)
+    headers = {"X-Forwarded-For": forwarded or f"198.51.100.99, {client_ip}"}
+    response = (http or httpx).post(pod["url"] + "login", data={"username": "diffbox", "password": password},
+                                    headers=headers, timeout=120)
     return response.status_code, time.monotonic() - started
+
+
+def logins_at_once(pod, password: str, client_ips: list[str]) -> list[tuple[int, float]]:
+    with ThreadPoolExecutor(len(client_ips)) as pool:
+        return list(pool.map(lambda ip: login(pod, password, ip), client_ips))
 
 
 def test_a_public_bind_without_auth_requires_a_generated_password_printed_once(open_pod):
@@ -357,10 +459,13 @@ def test_wrong_passwords_take_growing_time_per_client_and_success_resets(open_po
 
 
 def test_forged_forwarded_addresses_do_not_escape_the_throttle(open_pod):
+    """From 127.0.0.1 (a proxy, or anyone on the pod) X-Forwarded-For says whatever the sender likes: a lone
+    public address each time must not become a fresh client to uvicorn, nor to the throttle."""
     times = []
-    for index in range(80):  # a fresh forged client address every time
-        status, took = login(open_pod, "wrong-password", f"203.0.113.{100 + index}")
-        assert status in (400, 429)
+    for index in range(80):  # a fresh forged client address every time, in both shapes
+        forged = f"8.8.{index // 200}.{index % 200}" if index % 2 else None
+        status, took = login(open_pod, "wrong-password", f"203.0.113.{100 + index}", forwarded=forged)
+        assert status == 400
         times.append(took)
         if len(times) >= 3 and times[-1] > times[-2] > times[-3] >= 0.4:
             break
@@ -380,6 +485,67 @@ def test_a_throttled_login_does_not_stall_the_server(open_pod):
     assert time.monotonic() - started < 0.3 and slow.is_alive()
     slow.join()
     login(open_pod, open_pod["password"], "203.0.113.66")
+
+
+def test_a_flood_of_wrong_passwords_never_locks_the_owner_out(open_pod):
+    """The probe: a shared pool past its allowance, 20 wrong attempts waiting at once, and the owner's right
+    password half a second later. Nobody is answered 429; the owner's browser, which logged in before, gets in
+    at once, and a newcomer with the right password gets in after the shared wait."""
+    owner = httpx.Client(timeout=120)
+    assert login(open_pod, open_pod["password"], "192.0.2.10", http=owner)[0] == 200
+    assert "diffbox-device" in owner.cookies
+    flood = logins_at_once(open_pod, "wrong-password", [f"192.0.2.{100 + i}" for i in range(52)])
+    assert [status for status, _ in flood] == [400] * 52
+    with ThreadPoolExecutor(22) as pool:
+        waiting = [pool.submit(login, open_pod, "wrong-password", f"198.18.0.{i}") for i in range(20)]
+        time.sleep(0.5)
+        returning = pool.submit(login, open_pod, open_pod["password"], "192.0.2.10", http=owner)
+        newcomer = pool.submit(login, open_pod, open_pod["password"], "192.0.2.11")
+        assert returning.result()[0] == 200 and returning.result()[1] < 1.5, returning.result()
+        assert newcomer.result()[0] == 200, newcomer.result()
+        assert [w.result()[0] for w in waiting] == [400] * 20
+    assert newcomer.result()[1] >= 1.5  # the shared pool (2 s after 52 failures) still slowed the cookie-less one
+
+
+def test_addresses_of_one_ipv6_network_count_as_one_client(open_pod):
+    """An IPv6 client has a whole /64 to pick addresses from; a new one per guess must not reset the delay."""
+    times = [login(open_pod, "wrong-password", f"2001:db8:7:1::{i + 1:x}")[1] for i in range(7)]
+    assert max(times[:3]) < 0.4 and times[-1] > times[-2] >= 0.4, times
+    assert login(open_pod, "wrong-password", "2001:db8:7:2::1")[1] < 0.4  # the next /64 is another client
+    assert login(open_pod, open_pod["password"], "2001:db8:7:1::99")[0] == 200
+
+
+def test_another_site_cannot_call_the_pod_with_the_owners_login(open_pod):
+    """Gradio answers any Origin with CORS allow headers when Host is not localhost (the pod's proxy URL):
+    a page elsewhere could call the API with the owner's cookie and read the answers."""
+    http = authed_http(open_pod)
+    endpoint = open_pod["url"] + "gradio_api/call/config_export"
+    preflight = httpx.options(endpoint, headers={"Host": POD_HOST, "Origin": EVIL_ORIGIN,
+                                                 "Access-Control-Request-Method": "POST",
+                                                 "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 403 and not cors_headers(preflight), preflight.headers
+    for origin in (EVIL_ORIGIN, "null", f"http://{POD_HOST}.evil.example", f"https://{POD_HOST}:8443"):
+        refused = http.post(endpoint, json={"data": [True]}, headers={"Host": POD_HOST, "Origin": origin})
+        assert refused.status_code == 403 and not cors_headers(refused), origin
+    # the pod's own page, a page behind a proxy that rewrote Host, and scripts (no Origin) still work
+    for headers in ({"Host": POD_HOST, "Origin": f"https://{POD_HOST}"},
+                    {"X-Forwarded-Host": "pod.test:8443", "Origin": "https://pod.test:8443"}, {}):
+        assert http.post(endpoint, json={"data": [False]}, headers=headers).status_code == 200, headers
+
+
+def cors_headers(response: httpx.Response) -> list[str]:
+    return [name for name in response.headers if name.lower().startswith("access-control-allow")]
+
+
+def test_the_login_cookies_stay_on_this_site_and_logout_needs_this_site(open_pod):
+    response = httpx.post(open_pod["url"] + "login", data={"username": "diffbox", "password": open_pod["password"]})
+    cookies = response.headers.get_list("set-cookie")
+    assert len(cookies) >= 2 and all(re.search(r"samesite=(lax|strict)", c, re.I) for c in cookies), cookies
+    assert not any(re.search(r"samesite=none", c, re.I) for c in cookies), cookies
+    http = httpx.Client(timeout=30, cookies=response.cookies)
+    refused = http.get(open_pod["url"] + "logout", headers={"Sec-Fetch-Site": "cross-site"}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert http.get(open_pod["url"] + "gradio_api/info").status_code == 200  # still logged in
 
 
 def test_the_throttle_remembers_a_bounded_number_of_clients(monkeypatch):
@@ -447,6 +613,8 @@ def test_no_auth_on_a_public_bind_is_loud_and_open(tmp_path, demo_models):
     ([], {"DIFFBOX_AUTH": "nocolon"}, "DIFFBOX_AUTH"),
     ([], {"DIFFBOX_AUTH": "diffbox:{{ RUNPOD_SECRET_diffbox_password }}"}, "DIFFBOX_AUTH"),
     ([], {"DIFFBOX_MAX_UPLOAD_MB": "lots"}, "DIFFBOX_MAX_UPLOAD_MB"),
+    ([], {"DIFFBOX_ALLOWED_ORIGINS": "studio.example"}, "DIFFBOX_ALLOWED_ORIGINS"),
+    ([], {"DIFFBOX_ALLOWED_ORIGINS": "https://studio.example/app"}, "DIFFBOX_ALLOWED_ORIGINS"),
     (["--auth", "a:b", "--no-auth"], {}, "--no-auth"),
 ])
 def test_malformed_flags_and_env_end_in_one_line_and_exit_2(tmp_path, args, env, names):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from diffbox.engine.cache import ModelCache
 from diffbox.engine.loaders import load_pipeline
@@ -79,6 +80,16 @@ def test_the_wan_twin_has_the_repos_layout_configs_and_dtypes(twin):
     assert set(text.values()) == {"BF16"} and "shared.weight" in text and "encoder.embed_tokens.weight" not in text
     text_config = json.loads((wan / "text_encoder" / "config.json").read_text())
     assert text_config["torch_dtype"] == "bfloat16" and text_config["transformers_version"].startswith("4.5")
+    assert text_config["_name_or_path"] == "google/umt5-xxl"
+    # 855 B on the hub: the twin's config at the real dimensions, with an 11-character development version
+    # string (x.yy.z.devN, as a converter run from a source checkout writes), is that to the byte.
+    real = dict(text_config, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_decoder_layers=24, num_heads=64,
+                vocab_size=256384, transformers_version="4.55.0.dev0")
+    assert len(json.dumps(real, indent=2, sort_keys=True)) + 1 == 855
+    index = json.loads((wan / "text_encoder" / "model.safetensors.index.json").read_text())["metadata"]
+    stored = [t for f in sorted((wan / "text_encoder").glob("model-*.safetensors")) for t in load_file(f).values()]
+    assert index == {"total_parameters": sum(t.numel() for t in stored),
+                     "total_size": sum(2 * t.numel() for t in stored)}
     assert json.loads((wan / "vae" / "config.json").read_text())["latents_std"][0] == 2.8184
 
 
@@ -146,20 +157,44 @@ def test_file_twins_keep_the_originals_storage(twin):
     assert "transformer_blocks.0.img_mod.1" not in layers  # "mixed": some layers stay bf16
     assert any(k.endswith(".comfy_quant") for k in dtypes("comfy-qwen-2511-fp8mixed-comfy-quant-tensors")[2])
     assert dtypes("comfy-qwen-2509-fp8-e4m3fn")[0] == {"F8_E4M3", "BF16"}
+    all_fp8, _, keys = dtypes("comfy-qwen-2509-fp8-e4m3fn-all-fp8")
+    assert all_fp8 == {"F8_E4M3"} and all(k.startswith("model.diffusion_model.") for k in keys)
+    # The measured ComfyUI Wan fp8_scaled layout: unprefixed, every Linear (embeddings too) scaled with a
+    # scale_input, modulation and patch embedding 16-bit, and the empty marker ComfyUI's save writes.
+    with safe_open(str(twin("comfy-wan2.2-i2v-high-fp8-scaled-unprefixed")), framework="pt") as handle:
+        keys = set(handle.keys())
+        kinds = {k: str(handle.get_slice(k).get_dtype()) for k in keys}
+        marker = handle.get_tensor("scaled_fp8")
+    assert (marker.dtype, marker.shape) == (torch.float8_e4m3fn, (0,))
+    scaled = {k.removesuffix(".scale_weight") for k in keys if k.endswith(".scale_weight")}
+    assert scaled == {k.removesuffix(".scale_input") for k in keys if k.endswith(".scale_input")}
+    assert {"time_embedding.0", "text_embedding.2", "time_projection.1", "head.head"} <= scaled
+    assert kinds["blocks.0.modulation"] == kinds["patch_embedding.weight"] == "F16"
+    assert all(kinds[f"{layer}.weight"] == "F8_E4M3" for layer in scaled)
+    for name in TWINS:  # ComfyUI saves every 2511 model with its zero-timestep marker, and no other
+        if name.startswith("comfy-qwen-25"):
+            assert ("model.diffusion_model.__index_timestep_zero__" in dtypes(name)[2]) == ("2511" in name), name
 
 
-def test_the_gguf_twins_are_city96_style(twin):
+@pytest.mark.parametrize("name, kept", [("quantstack-wan2.2-i2v-high-q8_0", "F16"),
+                                        ("quantstack-wan2.2-i2v-high-q8_0-bf16-kept", "BF16")])
+def test_the_gguf_twins_are_city96_style(twin, name, kept):
+    """Which tensor has which type, by city96's convert.py (1-D and modulation F32), lcpp.patch (embeddings,
+    time projection and head kept 16-bit) and fix_5d_tensors.py (the 5-D patch embedding F32, last)."""
     gguf = pytest.importorskip("gguf")
-    reader = gguf.GGUFReader(str(twin("quantstack-wan2.2-i2v-high-q8_0")))
+    reader = gguf.GGUFReader(str(twin(name)))
     arch = reader.get_field("general.architecture")
     assert bytes(arch.parts[arch.data[-1]]).decode() == "wan"
-    tensors = {t.name: t for t in reader.tensors}
-    assert len(tensors["patch_embedding.weight"].shape) == 5  # the 5-D fix: stored whole, F32
-    assert tensors["patch_embedding.weight"].tensor_type == gguf.GGMLQuantizationType.F32
-    assert tensors["blocks.0.self_attn.q.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0
-    assert tensors["blocks.0.modulation"].tensor_type == gguf.GGMLQuantizationType.F32
-    qwen = gguf.GGUFReader(str(twin("quantstack-qwen-2509-q8_0")))
-    assert "transformer_blocks.0.attn.to_q.weight" in {t.name for t in qwen.tensors}
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert reader.tensors[-1].name == "patch_embedding.weight" and len(reader.tensors[-1].shape) == 5
+    kept_layers = ("text_embedding.0", "text_embedding.2", "time_embedding.0", "time_embedding.2",
+                   "time_projection.1", "head.head")
+    expected = {key: "F32" if key.endswith(("bias", "modulation", "norm_q.weight", "norm_k.weight", "norm3.weight",
+                                            "patch_embedding.weight"))
+                else kept if key.removesuffix(".weight") in kept_layers else "Q8_0" for key in types}
+    assert types == expected
+    qwen = gguf.GGUFReader(str(twin("quantstack-qwen-2509-q8_0-prefixed")))
+    assert "model.diffusion_model.transformer_blocks.0.attn.to_q.weight" in {t.name for t in qwen.tensors}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,14 +263,87 @@ def test_text_encoders_saved_by_transformers_4x_load_whole(twin, name):
         assert AutoConfig.from_pretrained(folder).text_config.rope_parameters["mrope_section"] == [1, 1, 2]
 
 
-def test_the_wan_tokenizer_files_agree(twin):
+# ---------------------------------------------------------------------------------------------
+# Tokenizers as the originals hold them, and as the app reads them
+# ---------------------------------------------------------------------------------------------
+
+
+def published_size(path: Path, shift_ids_from: int = 0, first_real_id: int = 0) -> int:
+    """The byte size ``path`` would have with the real vocabulary: JSON re-dumped as transformers writes it
+    (indent 2, sorted keys, trailing newline), every added-token id >= ``shift_ids_from`` moved so the first
+    of them becomes ``first_real_id`` (only the ids' digit counts change the size)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    shift = first_real_id - shift_ids_from
+
+    def moved(i: int) -> int:
+        return i + shift if i >= shift_ids_from else i
+
+    if "added_tokens_decoder" in data:
+        data["added_tokens_decoder"] = {str(moved(int(i))): v for i, v in data["added_tokens_decoder"].items()}
+    elif shift_ids_from:  # added_tokens.json: {token: id}
+        data = {token: moved(i) for token, i in data.items()}
+    return len(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).encode()) + 1
+
+
+def test_the_wan_tokenizer_has_umt5s_layout_and_the_published_file_sizes(twin):
     import sentencepiece
-    from transformers import AutoTokenizer
 
     folder = twin(WAN) / "tokenizer"
-    text = "A cat walks slowly across a sunny garden, zebra!"
-    piece_ids = sentencepiece.SentencePieceProcessor(model_file=str(folder / "spiece.model")).encode(text)
-    assert AutoTokenizer.from_pretrained(folder)(text).input_ids == piece_ids + [1]  # + </s>
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
+    assert [spm.id_to_piece(i) for i in range(4)] == ["<pad>", "</s>", "<s>", "<unk>"]
+    assert (spm.pad_id(), spm.eos_id(), spm.bos_id(), spm.unk_id()) == (0, 1, 2, 3)
+    assert spm.encode("☃", out_type=str)[-3:] == ["<0xE2>", "<0x98>", "<0x83>"]  # mT5's byte fallback
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    sentinels = {int(i): t["content"] for i, t in config["added_tokens_decoder"].items() if int(i) > 3}
+    first = min(sentinels)
+    assert first == spm.get_piece_size() and sentinels == {first + k: f"<extra_id_{299 - k}>" for k in range(300)}
+    assert (config["extra_ids"], config["legacy"], config["add_prefix_space"]) == (300, True, None)
+    # Wan2.2-I2V-A14B-Diffusers/tokenizer on the hub: special_tokens_map.json 7.08 kB, tokenizer_config.json
+    # 61.8 kB, whose added tokens start at id 256000.
+    assert round(published_size(folder / "special_tokens_map.json") / 1000, 2) == 7.08
+    assert round(published_size(folder / "tokenizer_config.json", first, 256000) / 1000, 1) == 61.8
+    fast = json.loads((folder / "tokenizer.json").read_text())["model"]
+    assert (fast["type"], fast["unk_id"], fast["byte_fallback"]) == ("Unigram", 3, False)
+    assert len(fast["vocab"]) == first + 300
+    rows = json.loads((twin(WAN) / "text_encoder" / "config.json").read_text())["vocab_size"]
+    assert rows == -(-len(fast["vocab"]) // 128) * 128  # as UMT5-XXL's 256300 tokens have 256384 rows
+
+
+@pytest.mark.parametrize("name", [WAN, "wan2.2-i2v-a14b-diffusers-tokenizer-byte-fallback"])
+def test_the_app_tokenizes_wan_prompts_as_sentencepiece_does(twin, name):
+    """Through the app's loader: English and Wan's Chinese negative prompt give sentencepiece's own ids (+
+    </s>); a character outside the vocabulary gives <unk> or, with byte fallback in tokenizer.json, its
+    bytes as sentencepiece does, never <s> (id 2), which transformers 5's T5Tokenizer would give it."""
+    import sentencepiece
+
+    from diffbox.workflows.i2v import WAN_NEGATIVE_PROMPT
+
+    folder = twin(name)
+    tokenizer = load_pipeline(folder, dtype="bfloat16").tokenizer
+    spm = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer" / "spiece.model"))
+    for text in ("A cat walks slowly across a sunny garden, zebra!", WAN_NEGATIVE_PROMPT):
+        assert tokenizer(text).input_ids == spm.encode(text) + [1]
+    snowman = tokenizer("a ☃ b").input_ids
+    byte_fallback = name.endswith("byte-fallback")
+    assert snowman == (spm.encode("a ☃ b") if byte_fallback else [*spm.encode("a"), 260, 3, *spm.encode("b")]) + [1]
+    assert tokenizer.convert_ids_to_tokens(snowman)[2] == ("<0xE2>" if byte_fallback else "<unk>")
+    padded = tokenizer("a", padding="max_length", max_length=8).input_ids  # as the pipeline pads: <pad> = 0
+    assert padded == [*spm.encode("a"), 1] + [0] * (7 - len(spm.encode("a")))
+
+
+def test_the_qwen_tokenizer_files_have_the_published_sizes(twin):
+    """Qwen-Image-Edit-2509's tokenizer/ and processor/ on the hub: added_tokens.json 605 B (22 added tokens
+    from id 151643), special_tokens_map.json 613 B (13 plain-string additional tokens, eos/pad as dicts)."""
+    for folder in (twin(QWEN) / "tokenizer", twin(QWEN) / "processor"):
+        added = json.loads((folder / "added_tokens.json").read_text())
+        first = added["<|endoftext|>"]
+        assert sorted(added.values()) == list(range(first, first + 22))
+        assert published_size(folder / "added_tokens.json", first, 151643) == 605
+        assert published_size(folder / "special_tokens_map.json") == 605 + 8 == (folder / "special_tokens_map.json"
+                                                                                   ).stat().st_size
+        special = json.loads((folder / "special_tokens_map.json").read_text())
+        assert all(isinstance(t, str) for t in special["additional_special_tokens"])
+        assert special["additional_special_tokens"][:2] == ["<|im_start|>", "<|im_end|>"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 
-from diffbox.engine.checkpoints import state_dict_for_diffusers
+from diffbox.engine.checkpoints import (checkpoint_keys, config_overrides, fp32_values,
+                                        state_dict_for_diffusers)
 from diffbox.engine.compat import install_qwen_processor_compat
 from diffbox.engine.memory import (DEFAULT_SKIP_PATTERNS, GROUP_OFFLOAD_EXCLUDE, LOW_PRECISION_PREFIXES,
                                    MODE_LABELS, component_weight_files, read_safetensors_header)
@@ -193,7 +194,8 @@ def load_pipeline(
     replaced = {component: load_single_file(file, base=source.base, component=component,
                                             dtype=vae if component == "vae" else dtype, index=index)
                 for component, file in source.files}
-    replaced = {**wan_experts_without_image_layers(source.base, index, dtype, skip=replaced), **replaced}
+    replaced = {**wan_experts_without_image_layers(source.base, index, dtype, skip=replaced),
+                **t5_tokenizer_as_saved(source.base, index), **replaced}
     # The concrete class, not DiffusionPipeline: the generic from_pretrained silently ignores
     # passed-in components (it checks kwargs against DiffusionPipeline's own, empty, signature).
     loader = pipeline_class or _pipeline_class(index)
@@ -228,6 +230,24 @@ def wan_experts_without_image_layers(base: Path, index: dict, dtype: torch.dtype
     return experts
 
 
+def t5_tokenizer_as_saved(base: Path, index: dict) -> dict:
+    """{"tokenizer": ...} read from the folder's tokenizer.json exactly as saved, for a T5-family tokenizer.
+
+    transformers 5's T5Tokenizer keeps only the vocabulary of that file and rebuilds the Unigram model
+    around it with T5's layout (unknown = id 2, no byte fallback). UMT5's layout (Wan's tokenizer, from
+    google/umt5-xxl) has <pad> 0, </s> 1, <s> 2, <unk> 3, so every prompt character outside the
+    vocabulary would silently become <s>. The generic fast tokenizer keeps the saved model whole, so
+    prompts tokenize as they did under transformers 4.5x, which Wan was trained and published with."""
+    from transformers import PreTrainedTokenizerFast
+
+    entry = index.get("tokenizer")
+    folder = base / "tokenizer"
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == "transformers"
+            and str(entry[1]).startswith("T5Tokenizer") and (folder / "tokenizer.json").is_file()):
+        return {}
+    return {"tokenizer": PreTrainedTokenizerFast.from_pretrained(folder, local_files_only=True)}
+
+
 def _pipeline_class(index: dict) -> type:
     import diffusers
 
@@ -249,8 +269,9 @@ def load_single_file(file: str | Path, *, base: Path, component: str, dtype: tor
 
     Diffusers-format and original-format keys both work (diffusers converts the latter); passing
     ``config=`` means no hub lookup and no guessing the model size from the keys. ComfyUI's scaled
-    fp8 files (both formats) are dequantised into ``dtype`` first; text encoders are refused
-    (engine/checkpoints.py says why).
+    fp8 files (both formats) are dequantised into ``dtype`` first, the layers diffusers keeps in
+    float32 stay float32 as in a folder load, a Qwen-Image-Edit-2511 file gets its ``zero_cond_t``;
+    text encoders are refused (engine/checkpoints.py says why).
     """
     import diffusers
 
@@ -267,7 +288,6 @@ def load_single_file(file: str | Path, *, base: Path, component: str, dtype: tor
     if cls is None or not hasattr(cls, "from_single_file"):
         raise ValueError(f"{entry[1]} cannot be loaded from a single file ({file})")
     kwargs = dict(config=str(base), subfolder=component, dtype=dtype, local_files_only=True)
-    checkpoint: str | dict = str(file)
     if file.suffix == ".gguf":
         if not gguf_available():
             raise ImportError(f"{file.name} is a GGUF checkpoint; reading it needs the gguf package "
@@ -275,16 +295,41 @@ def load_single_file(file: str | Path, *, base: Path, component: str, dtype: tor
         kwargs["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
     else:
         read_safetensors_header(file)  # a corrupt or truncated file fails here, named
-        checkpoint = state_dict_for_diffusers(file, entry[1], dtype) or checkpoint
     try:
-        model = cls.from_single_file(checkpoint, **kwargs)
+        keys = checkpoint_keys(file)
+    except Exception as error:  # the GGUF reader raises assorted errors on garbage
+        raise ValueError(f"{file} is not a valid {file.suffix[1:]} file: {error}") from None
+    config_file = base / component / "config.json"
+    base_config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    kwargs |= config_overrides(file, keys, entry[1], base_config)
+    checkpoint = state_dict_for_diffusers(file, entry[1], dtype)
+    try:  # a copy: diffusers' converter empties the dict it is given, and fp32_values reads it afterwards
+        model = cls.from_single_file(dict(checkpoint), **kwargs)
     except Exception as error:
         raise ValueError(f"could not load {file} as the {component} ({entry[1]}) of {base.name}: its "
                          f"tensors do not match that model ({error.__class__.__name__}: {error})") from error
     missing = [name for name, param in model.named_parameters() if param.is_meta]
     if missing:
         raise ValueError(f"{file} lacks {len(missing)} weights of {entry[1]}, e.g. {', '.join(missing[:3])}")
+    if "quantization_config" not in kwargs and dtype != torch.float32 and model._keep_in_fp32_modules:
+        _keep_fp32_modules(model, fp32_values(model, checkpoint, file))
     return model
+
+
+def _keep_fp32_modules(model: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Put back in float32 what from_single_file cast to the compute dtype (a folder load keeps these):
+    the file's own values, and the buffers the model computes itself (Wan's rope tables) as a fresh,
+    weightless instance of the same config computes them."""
+    from accelerate import init_empty_weights
+
+    model.load_state_dict(values, strict=False, assign=True)
+    keep = model._keep_in_fp32_modules
+    with init_empty_weights():  # parameters on the meta device; buffers are real
+        fresh = type(model).from_config(model.config)
+    for name, buffer in fresh.named_buffers():
+        if name not in values and any(m in name.split(".") for m in keep):
+            module, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(module), leaf, buffer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +356,9 @@ def low_precision_components(pipe: DiffusionPipeline) -> list[str]:
 
 
 def apply_weights(pipe: DiffusionPipeline, weights: str, compute_dtype: torch.dtype) -> list[str]:
-    """Store the denoisers' weights in fp8 (diffusers layerwise casting) or int8 (torchao); returns their names."""
+    """Store the denoisers' weights in fp8 (diffusers layerwise casting) or int8 (torchao); returns the
+    names of those it changed. A denoiser already stored so (an out-of-memory retry re-placing the same
+    pipeline) is left as it is: neither storage can be applied twice."""
     if weights == "native":
         return []
     if weights not in ("fp8", "int8"):
@@ -319,15 +366,44 @@ def apply_weights(pipe: DiffusionPipeline, weights: str, compute_dtype: torch.dt
     if weights == "int8" and not torchao_available():
         raise ImportError("int8 weights need torchao, which is not installed here; "
                           "pip install torchao (a build matching this torch), or choose fp8")
-    names = low_precision_components(pipe)
+    names = [name for name in low_precision_components(pipe) if stored_as(getattr(pipe, name)) == "native"]
     for name in names:
         model = getattr(pipe, name)
         if weights == "fp8":
             # Upcast per layer for compute; diffusers skips norms, embeddings and the model's own list.
             model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+            _tell_peft_the_compute_dtype(model)
         else:
             _quantize_int8(model)
     return names
+
+
+def stored_as(model: torch.nn.Module) -> str:
+    """"fp8" or "int8" once apply_weights stored the model so, else "native"."""
+    from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
+
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook(_LAYERWISE_CASTING_HOOK) is not None:
+            return "fp8"
+        if type(getattr(module, "weight", None)).__module__.startswith("torchao."):
+            return "int8"
+    return "native"
+
+
+def _tell_peft_the_compute_dtype(model: torch.nn.Module) -> None:
+    """LoRAs are loaded per job, after the weights went to fp8. PEFT creates each LoRA layer in its base
+    layer's dtype, or in the base layer's ``compute_dtype`` when it has one (as quantized layers do: bnb,
+    GGUF), and casts the layer's input to that dtype. Without this the LoRA would be stored in fp8 too,
+    where small LoRA values round to zero and the first step fails ("not implemented for
+    'Float8_e4m3fn'"). The layer's own weights keep their fp8 storage and diffusers' upcast hook."""
+    from diffusers.hooks.layerwise_casting import _LAYERWISE_CASTING_HOOK
+
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        hook = registry.get_hook(_LAYERWISE_CASTING_HOOK) if registry is not None else None
+        if hook is not None:
+            module.compute_dtype = hook.compute_dtype
 
 
 def _quantize_int8(model: torch.nn.Module) -> None:

@@ -2,14 +2,22 @@
 
 The base model is never reloaded: adapters are loaded once by name, weighted per expert with
 set_adapters, switched off with disable_lora when a job uses none, and deleted when a job no
-longer asks for them (so VRAM use stays what the cache projected).
+longer asks for them (so VRAM use stays what the cache projected). Every job that uses a LoRA some
+of whose keys diffusers could not apply is told so in its log, in one sentence per LoRA and expert.
+
+LoRA layers live in the compute dtype whatever the weight storage: under fp8, loaders.apply_weights
+tells PEFT which dtype that is; GGUF and int8 (torchao) layers report it themselves.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
+import weakref
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +27,7 @@ if TYPE_CHECKING:
 
 # Wan 2.2 A14B: weight_high applies to `transformer` (high-noise expert), weight_low to `transformer_2`.
 EXPERTS = (("transformer", "weight_high", False), ("transformer_2", "weight_low", True))
+EXPERT_LABELS = {"transformer": "high-noise expert", "transformer_2": "low-noise expert"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,9 @@ def _loaded(pipe, component: str) -> set[str]:
     return set((pipe.get_list_adapters() or {}).get(component, []))
 
 
-def apply_loras(pipe, loras: list[LoraRequest]) -> None:
-    """Makes exactly `loras` active on the pipeline's experts, at their weights."""
+def apply_loras(pipe, loras: list[LoraRequest], log: Callable[[str], None] | None = None) -> None:
+    """Makes exactly `loras` active on the pipeline's experts, at their weights; `log` hears which keys
+    of them were not applied (every job, not only the one that loaded the file)."""
     components = [(c, w, into2) for c, w, into2 in EXPERTS if getattr(pipe, c, None) is not None]
     for component, weight_field, into_second in components:
         wanted = [(l.adapter, getattr(l, weight_field), l) for l in loras if getattr(l, weight_field) != 0]
@@ -75,6 +85,12 @@ def apply_loras(pipe, loras: list[LoraRequest]) -> None:
             model.set_adapters([a for a, _, _ in wanted], [w for _, w, _ in wanted])
         elif _loaded(pipe, component):
             model.disable_lora()
+        told = _NOT_APPLIED.setdefault(model, {})
+        for adapter in stale:
+            told.pop(adapter, None)
+        for adapter, _, lora in wanted:
+            if told.get(adapter) and log is not None:
+                log(told[adapter])
 
 
 # Original Wan module names, the ones diffusers' Wan converter maps (only under `diffusion_model.`).
@@ -122,3 +138,80 @@ def _load(pipe, lora: LoraRequest, adapter: str, into_second: bool) -> None:
     if adapter not in _loaded(pipe, component):
         raise ValueError(f"LoRA {lora.name}: none of its keys match this model's {component}; the file is "
                          f"in a key format diffusers does not recognise for Wan, or made for another model")
+    model = getattr(pipe, component)
+    where = EXPERT_LABELS[component] if _is_wan(pipe) else component
+    try:
+        said = describe(lora.name, where, landing(pipe, lora.path, model, adapter))
+    except Exception:  # telling is a courtesy, never a reason to fail a job whose LoRA did load
+        logging.getLogger(__name__).warning("could not work out which keys of LoRA %s landed", lora.name,
+                                            exc_info=True)
+        said = ""
+    _NOT_APPLIED.setdefault(model, {})[adapter] = said
+
+
+# ---------------------------------------------------------------------------------------------
+# Which keys of a LoRA file landed
+# ---------------------------------------------------------------------------------------------
+
+# Keys diffusers 0.42's Wan converter drops (it logs them at debug/info level and goes on). lightx2v's
+# extracted LoRAs store every changed tensor of under a million values as a full delta: `.diff`
+# (weight), `.diff_b` (bias), `.diff_m` (modulation). diffusers makes a Linear's `diff_b` the LoRA's
+# bias and `head.head.diff` a full-rank pair; for these it has no LoRA form:
+CANNOT_APPLY = (
+    (re.compile(r"(?:^|\.)diff_m$"), "modulation deltas (diff_m)"),
+    (re.compile(r"norm.*\.diff(?:_b)?$"), "norm deltas"),
+    (re.compile(r"(?:^|\.)(?:patch_embedding|img_emb\.proj\.[04])\.diff(?:_b)?$"), "patch/image-embedding deltas"),
+)
+NO_LAYER = "for layers this model does not have"
+_LORA_TENSOR = re.compile(r"^transformer\.(.+)\.lora_[AB]\.(?:weight|bias)$")
+
+# model -> {adapter: the sentence for the job log, "" when every key landed}; lives as long as the model
+# (the cache owns it; SVI's view and Qwen's views share its modules, so they share this too).
+_NOT_APPLIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Landing:
+    keys: int                         # in the file
+    not_applied: dict[str, int]       # reason -> how many of them
+    missing_layers: tuple[str, ...]   # diffusers names the file targets that this model lacks
+
+
+def landing(pipe, path: Path, model, adapter: str) -> Landing:
+    """What became of a loaded LoRA's keys.
+
+    Two kinds of keys change nothing: those diffusers' converter drops (CANNOT_APPLY), and those it
+    converts for a layer this model lacks (Wan 2.1's image branch, ``k_img``/``v_img``, on Wan 2.2
+    A14B), which PEFT skips with a warning. The second kind is found by converting the file again on
+    the meta device (shapes only, nothing allocated) and comparing the layers it names with the
+    layers that got the adapter.
+    """
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+        renames = wan_lora_key_renames(keys) if _is_wan(pipe) else {}
+        # Converters read alpha values (and only those): everything else can stay a shape.
+        shapes = {renames.get(k, k): handle.get_tensor(k) if k.endswith(".alpha") else
+                  torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in keys}
+    dropped = CANNOT_APPLY if _is_wan(pipe) else ()
+    reasons = Counter(reason for key in shapes for pattern, reason in dropped if pattern.search(key))
+    layers = [match.group(1) for key in type(pipe).lora_state_dict(shapes) if (match := _LORA_TENSOR.match(key))]
+    landed = {name for name, module in model.named_modules() if adapter in (getattr(module, "lora_A", None) or {})}
+    missing = tuple(sorted({name for name in layers if name not in landed}))
+    if missing:
+        reasons[NO_LAYER] = sum(name not in landed for name in layers)
+    return Landing(len(keys), dict(reasons), missing)
+
+
+def describe(name: str, where: str, landed: Landing) -> str:
+    """One sentence for the job log, or "" when every key landed."""
+    if not landed.not_applied:
+        return ""
+    import diffusers
+
+    parts = [f"{count} {reason}" + (f" (e.g. {landed.missing_layers[0]})" if reason == NO_LAYER else "")
+             for reason, count in landed.not_applied.items()]
+    return (f"LoRA {name}: {sum(landed.not_applied.values())} of its {landed.keys} keys not applied to the {where}, "
+            f"which diffusers {diffusers.__version__} cannot apply: {', '.join(parts)}")

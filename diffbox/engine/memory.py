@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from diffbox.engine.checkpoints import COMFY_PREFIX, QUANT_EXTRAS
+from diffbox.engine.checkpoints import COMFY_PREFIX, MARKERS, QUANT_EXTRAS
 
 GiB = 1024**3
 
@@ -228,12 +228,14 @@ def estimate_component(name: str, tensors: Iterable[_Tensor], *, dtype: str, wei
     layer_ndim = {t.name.rsplit(".", 1)[0]: len(t.shape) for t in tensors if t.name.endswith(".weight")}
 
     def loaded_bytes(tensor: _Tensor) -> int:
-        if tensor.dtype == "Q":  # GGUF-quantized: stays as stored, dequantized per layer at run time
-            return tensor.stored_bytes
+        kept_fp32 = any(NATIVE_WAN_NAMES.get(m, m) in keep_fp32 for m in tensor.name.split("."))
+        if tensor.dtype == "Q":  # GGUF-quantized: stays as stored, dequantized per layer at run time,
+            # except in the layers diffusers keeps in fp32: those it dequantizes once, at load
+            return tensor.numel * 4 if kept_fp32 else tensor.stored_bytes
         if tensor.dtype not in _ST_DTYPE_BYTES or not (tensor.dtype.startswith("F") or tensor.dtype == "BF16"):
             return tensor.stored_bytes  # integer buffers keep their type
         module, _, leaf = tensor.name.rpartition(".")
-        if dtype != "float32" and any(NATIVE_WAN_NAMES.get(m, m) in keep_fp32 for m in tensor.name.split(".")):
+        if dtype != "float32" and kept_fp32:
             return tensor.numel * 4  # diffusers keeps these in fp32 under a half dtype
         if low_precision and leaf in ("weight", "bias") and not any(re.search(p, module) for p in skip_patterns):
             ndim = layer_ndim.get(module, 0)
@@ -295,17 +297,17 @@ def estimate_components(base: str | Path, dtype: str, weights: str, files: dict[
 def _single_file_tensors(file: Path) -> list[_Tensor]:
     if file.suffix == ".gguf":
         tensors = _gguf_tensors(file)
-        if tensors is not None:
-            return tensors
-        # Without the gguf package the load fails later with its own message; until then assume the
-        # file is one big block so the projection errs on the safe side.
-        return [_Tensor("weights", "Q", (), file.stat().st_size)]
+        if tensors is None:
+            # Without the gguf package the load fails later with its own message; until then assume the
+            # file is one big block so the projection errs on the safe side.
+            return [_Tensor("weights", "Q", (), file.stat().st_size)]
+    else:
+        tensors = _safetensors_tensors(file)
     # ComfyUI's files nest every name under `model.diffusion_model.`; the loader strips it, and so
     # must the block grouping below (`blocks.3.` is a block, `model.diffusion_model.blocks.3.` is not).
     # fp8 scales and markers are folded into the weights at load time: they take no memory then.
-    tensors = [_Tensor(t.name.removeprefix(COMFY_PREFIX), t.dtype, t.shape, t.stored_bytes)
-               for t in _safetensors_tensors(file)]
-    return [t for t in tensors if t.name != "scaled_fp8" and not t.name.endswith(QUANT_EXTRAS)]
+    tensors = [_Tensor(t.name.removeprefix(COMFY_PREFIX), t.dtype, t.shape, t.stored_bytes) for t in tensors]
+    return [t for t in tensors if t.name not in MARKERS and not t.name.endswith(QUANT_EXTRAS)]
 
 
 # ---------------------------------------------------------------------------------------------

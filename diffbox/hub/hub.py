@@ -71,13 +71,15 @@ class ModelHub:
             result["in_library"], result["pinned"] = key in local, key in pins
         return page
 
-    def pin(self, source: str, model_id: str, pinned: bool) -> dict:
+    def pin(self, source: str, model_id: str, pinned: bool, revision: str = "") -> dict:
         try:
             source = normalise_source(source)
         except ValueError as exc:
             raise HubError(str(exc)) from None
         model_id = str(model_id).strip()
         seen = self.finder.seen(source, model_id) or {}
+        if revision and revision != seen.get("version_id"):  # another version than search saw: its files unknown
+            seen = {"version_id": revision}
         try:
             return self.library.pin(source, model_id, bool(pinned), revision=seen.get("version_id", ""),
                                     files=seen.get("files") or [])

@@ -36,21 +36,24 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | 
               metadata=SAFETENSORS_METADATA if metadata is None else metadata)
 
 
-def save_shards(folder: Path, tensors: dict[str, torch.Tensor], *, stem: str, count: int, index_name: str) -> None:
+def save_shards(folder: Path, tensors: dict[str, torch.Tensor], *, stem: str, count: int, index_name: str,
+                total_parameters: bool = False) -> None:
     """``{stem}-0000k-of-0000n.safetensors`` plus the index json mapping every tensor to its shard, as
-    ``save_pretrained(max_shard_size=...)`` names them; tensors split in order into ``count`` runs."""
+    ``save_pretrained(max_shard_size=...)`` names them; tensors split in order into ``count`` runs. The
+    index metadata holds ``total_size``, and ``total_parameters`` too where transformers 4.5x wrote it."""
     names = list(tensors)
     if len(names) < count:
         raise ValueError(f"{len(names)} tensors cannot fill {count} shards")
-    weight_map, total = {}, 0
+    weight_map = {}
     for k in range(count):
         shard = f"{stem}-{k + 1:05d}-of-{count:05d}.safetensors"
         chunk = names[k * len(names) // count:(k + 1) * len(names) // count]
         save_tensors(folder / shard, {name: tensors[name] for name in chunk})
-        for name in chunk:
-            weight_map[name] = shard
-            total += tensors[name].numel() * tensors[name].element_size()
-    write_json(folder / index_name, {"metadata": {"total_size": total}, "weight_map": weight_map})
+        weight_map |= dict.fromkeys(chunk, shard)
+    metadata = {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())}
+    if total_parameters:
+        metadata["total_parameters"] = sum(t.numel() for t in tensors.values())
+    write_json(folder / index_name, {"metadata": metadata, "weight_map": weight_map})
 
 
 def save_vae(folder: Path, cls, config: dict, *, seed: int, name: str, dtype: torch.dtype) -> None:

@@ -15,14 +15,11 @@ import torch
 from diffbox.twins.files import save_tensors, seeded
 from diffbox.twins.qwen import TRANSFORMER_CONFIG as QWEN
 from diffbox.twins.wan import TRANSFORMER_CONFIG as WAN
-from diffbox.twins.wan import WIDTH as WAN_WIDTH
 
 RANK = 8
-WAN_IMAGE_DIM = 16  # the Wan 2.1 image embedder's width in the twins (1280 in the real model)
-WAN_HEAD_OUT = WAN["out_channels"] * 4  # head.head projects to out_channels x patch (1, 2, 2)
 
 
-def wan_modules(config: dict = WAN, *, image_layers: bool = False) -> Iterator[tuple[str, int, int]]:
+def wan_modules(config: dict = WAN) -> Iterator[tuple[str, int, int]]:
     """(native module name, out features, in features) of every Linear a Wan 2.2 LoRA targets, for a
     transformer config (the twin's by default; the real one for the real-size checks)."""
     width, ffn = config["num_attention_heads"] * config["attention_head_dim"], config["ffn_dim"]
@@ -30,9 +27,6 @@ def wan_modules(config: dict = WAN, *, image_layers: bool = False) -> Iterator[t
         for attention in ("self_attn", "cross_attn"):
             for projection in "qkvo":
                 yield f"blocks.{block}.{attention}.{projection}", width, width
-        if image_layers:  # Wan 2.1 I2V's image cross-attention, absent from Wan 2.2 A14B
-            yield f"blocks.{block}.cross_attn.k_img", width, width
-            yield f"blocks.{block}.cross_attn.v_img", width, width
         yield f"blocks.{block}.ffn.0", ffn, width
         yield f"blocks.{block}.ffn.2", width, ffn
 
@@ -78,33 +72,60 @@ def lora_tensors(modules, style: str, *, seed: int, name: str, rank: int = RANK,
     return tensors
 
 
-def x2v_distill_tensors(*, seed: int, name: str) -> dict[str, torch.Tensor]:
-    """lightx2v's SVD-extracted distill LoRAs: alpha folded in (no ``.alpha``), full deltas beside the
-    low-rank pairs — ``diff_b`` (bias), ``diff`` (norm weights, ``head.head``), ``diff_m`` (block
-    modulation) — and Wan 2.1 image-branch keys (``k_img``, ``v_img``, ``norm_k_img``, ``img_emb``) that
-    Wan 2.2 A14B has no layer for."""
-    prefix = "diffusion_model."
-    tensors = lora_tensors(wan_modules(image_layers=True), "kohya", seed=seed, name=name, prefix=prefix)
-    with seeded(seed, name + ".diff"):
-        for module, out_features, _ in wan_modules(image_layers=True):
-            tensors[f"{prefix}{module}.diff_b"] = torch.randn(out_features) * 0.01
-        for block in range(WAN["num_layers"]):
-            for norm in ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k",
-                         "cross_attn.norm_k_img", "norm3"):
-                tensors[f"{prefix}blocks.{block}.{norm}.diff"] = torch.zeros(WAN_WIDTH)
-            tensors[f"{prefix}blocks.{block}.norm3.diff_b"] = torch.zeros(WAN_WIDTH)
-            tensors[f"{prefix}blocks.{block}.diff_m"] = torch.randn(1, 6, WAN_WIDTH) * 0.01
-        tensors[f"{prefix}head.head.diff"] = torch.randn(WAN_HEAD_OUT, WAN_WIDTH) * 0.05
-        tensors[f"{prefix}head.head.diff_b"] = torch.randn(WAN_HEAD_OUT) * 0.01
-        for layer, out_features, in_features in (("proj.1", WAN_IMAGE_DIM, WAN_IMAGE_DIM),
-                                                 ("proj.3", WAN_WIDTH, WAN_IMAGE_DIM)):
-            down, up = _pair(out_features, in_features, RANK)
-            tensors[f"{prefix}img_emb.{layer}.lora_down.weight"] = down
-            tensors[f"{prefix}img_emb.{layer}.lora_up.weight"] = up
-            tensors[f"{prefix}img_emb.{layer}.diff_b"] = torch.zeros(out_features)
-        for layer, width in (("proj.0", WAN_IMAGE_DIM), ("proj.4", WAN_WIDTH)):
-            tensors[f"{prefix}img_emb.{layer}.diff"] = torch.zeros(width)
-            tensors[f"{prefix}img_emb.{layer}.diff_b"] = torch.zeros(width)
+# The published Wan 2.2 A14B expert's dimensions (the twin's config shrinks exactly these).
+REAL_WAN = dict(WAN, attention_head_dim=128, ffn_dim=13824, num_attention_heads=40, num_layers=40, text_dim=4096)
+X2V_WHOLE_BELOW = 1_000_000  # lightx2v's extractor keeps tensors this small (and every 1-D one) as full deltas
+
+
+def native_wan_shapes(config: dict = WAN) -> dict[str, torch.Size]:
+    """Every tensor of a Wan 2.2 A14B expert under its original name, on the meta device (no memory)."""
+    from accelerate import init_empty_weights
+    from diffusers import WanTransformer3DModel
+
+    from diffbox.twins.wan import to_native_wan_keys
+
+    with init_empty_weights():
+        model = WanTransformer3DModel.from_config(config)
+    return {key: value.shape for key, value in to_native_wan_keys(model.state_dict()).items()}
+
+
+def _delta_key(key: str) -> str:
+    """The extractor's name for a whole delta: weight -> diff, bias -> diff_b, modulation -> diff_m."""
+    for old, new in ((".weight", ".diff"), (".bias", ".diff_b"), (".modulation", ".diff_m")):
+        if key.endswith(old):
+            return key.removesuffix(old) + new
+    raise ValueError(f"the extractor skips {key}")
+
+
+def x2v_distill_tensors(which: str, *, seed: int, name: str, config: dict = WAN, rank: int = RANK,
+                        device: str = "cpu") -> dict[str, torch.Tensor]:
+    """A lightx2v distill LoRA as its extractor (LightX2V ``tools/extract/lora_extractor.py``) writes one
+    from the distilled and the base expert: every tensor that changed, under ``diffusion_model.``, alpha
+    folded in (no ``.alpha``). A tensor the real model holds as 1-D or with under a million values is
+    stored whole as ``.diff`` (weight), ``.diff_b`` (bias) or ``.diff_m`` (modulation); a larger 2-D
+    weight as a rank-64 ``lora_down``/``lora_up`` pair. Which is which is decided on the real shapes,
+    so the twin has the original's key set: pairs for attention, ffn, text/time embeddings and
+    time_projection; ``head.head.diff`` (64 x 5120 = 327,680 values) and the 5-D
+    ``patch_embedding.diff``; norm ``.diff``/``.diff_b``; ``diff_m`` for every block and the head. The
+    low-noise file alone adds ``cross_attn.k_img``/``v_img`` pairs (Wan 2.1's image branch): it is
+    104.8 MB larger, the size of 80 such pairs at rank 64 in bf16."""
+    real = native_wan_shapes(REAL_WAN)
+    prefix, tensors = "diffusion_model.", {}
+    with seeded(seed, name):
+        for key, shape in native_wan_shapes(config).items():
+            if len(real[key]) == 1 or real[key].numel() < X2V_WHOLE_BELOW:
+                tensors[prefix + _delta_key(key)] = torch.randn(shape, device=device) * 0.01
+            elif len(real[key]) == 2 and key.endswith(".weight"):  # the SVD pair (it gives up on other shapes)
+                module = key.removesuffix(".weight")
+                down, up = _pair(shape[0], shape[1], rank, device)
+                tensors[f"{prefix}{module}.lora_down.weight"], tensors[f"{prefix}{module}.lora_up.weight"] = down, up
+        if which == "low":
+            width = config["num_attention_heads"] * config["attention_head_dim"]
+            for block in range(config["num_layers"]):
+                for projection in ("k_img", "v_img"):
+                    down, up = _pair(width, width, rank, device)
+                    tensors[f"{prefix}blocks.{block}.cross_attn.{projection}.lora_down.weight"] = down
+                    tensors[f"{prefix}blocks.{block}.cross_attn.{projection}.lora_up.weight"] = up
     return tensors
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from diffbox.twins.files import cast, save_shards, save_vae, seeded, write_json
-from diffbox.twins.text_encoders import (QWEN_VL_TEXT, build_qwen_vl, write_qwen_processor_configs,
-                                         write_qwen_tokenizer)
+from diffbox.twins.text_encoders import QWEN_VL_TEXT, build_qwen_vl
+from diffbox.twins.tokenizers import write_qwen_processor_configs, write_qwen_tokenizer
 from diffbox.twins.wan import VAE_CONFIG as WAN_VAE_CONFIG
 
 DIFFUSERS_VERSION = "0.36.0.dev0"
@@ -46,6 +46,9 @@ SCHEDULER_CONFIG = {
     "use_exponential_sigmas": False, "use_karras_sigmas": False,
 }
 
+# Qwen2.5's added tokens after the 14 special ones (ids 151657-151664), not special.
+QWEN_PLAIN_ADDED_TOKENS = ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                           "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
 SPECIAL_IDS = {"bos": "<|endoftext|>", "eos": "<|im_end|>", "image": "<|image_pad|>", "video": "<|video_pad|>",
                "vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>", "vision_pad": "<|vision_pad|>"}
 
@@ -59,12 +62,27 @@ def qwen_transformer_weights(seed: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def qwen_tokenizer():
+    """The demo's BPE with Qwen2.5's 22 added tokens in their order (``<|endoftext|>`` first, as id 151643
+    is in the original): 14 special, then the 8 plain ones."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    from diffbox.demo import QWEN_SPECIAL_TOKENS, train_qwen_bpe
+
+    vocab, merges = train_qwen_bpe()
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS],
+                         special_tokens=True)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in QWEN_PLAIN_ADDED_TOKENS])
+    return tokenizer
+
+
 def build_qwen_pipeline(dest: Path, seed: int, *, legacy_text_encoder_keys: bool = True) -> None:
     from diffusers import AutoencoderKLQwenImage
 
-    from diffbox.demo import build_qwen_tokenizer
-
-    tokenizer = build_qwen_tokenizer()
+    tokenizer = qwen_tokenizer()
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in SPECIAL_IDS.items()}
     save_shards(dest / "transformer", cast(qwen_transformer_weights(seed), torch.bfloat16),
                 stem="diffusion_pytorch_model", count=5, index_name="diffusion_pytorch_model.safetensors.index.json")

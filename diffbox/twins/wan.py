@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from diffbox.twins.files import save_shards, save_vae, seeded, write_json
-from diffbox.twins.text_encoders import build_umt5, write_t5_tokenizer
+from diffbox.twins.text_encoders import build_umt5
+from diffbox.twins.tokenizers import write_umt5_tokenizer
 
 DIFFUSERS_VERSION = "0.35.0.dev0"
 
@@ -69,10 +70,9 @@ def wan_expert_weights(which: str, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def build_wan_pipeline(dest: Path, seed: int, *, image_dim_variant: bool = False) -> None:
+def build_wan_pipeline(dest: Path, seed: int, *, image_dim_variant: bool = False,
+                       tokenizer_byte_fallback: bool = False) -> None:
     from diffusers import AutoencoderKLWan
-
-    from diffbox.demo import build_wan_tokenizer
 
     transformer_config = IMAGE_DIM_VARIANT if image_dim_variant else TRANSFORMER_CONFIG
     for which, folder in EXPERT_FOLDERS.items():
@@ -80,9 +80,9 @@ def build_wan_pipeline(dest: Path, seed: int, *, image_dim_variant: bool = False
         save_shards(dest / folder, wan_expert_weights(which, seed), stem="diffusion_pytorch_model", count=12,
                     index_name="diffusion_pytorch_model.safetensors.index.json")
         write_json(dest / folder / "config.json", transformer_config)
-    tokenizer = build_wan_tokenizer()
-    write_t5_tokenizer(dest / "tokenizer", tokenizer)
-    build_umt5(dest / "text_encoder", len(tokenizer), seed)
+    vocab_size = write_umt5_tokenizer(dest / "tokenizer", byte_fallback=tokenizer_byte_fallback)
+    # UMT5-XXL's embedding has 256384 rows: the tokenizer's 256300 rounded up to a multiple of 128.
+    build_umt5(dest / "text_encoder", -(-vocab_size // 128) * 128, seed)
     save_vae(dest / "vae", AutoencoderKLWan, VAE_CONFIG, seed=seed, name="wan.vae", dtype=torch.float32)
     write_json(dest / "scheduler" / "scheduler_config.json", SCHEDULER_CONFIG)
     write_json(dest / "model_index.json", MODEL_INDEX)

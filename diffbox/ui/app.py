@@ -3,6 +3,8 @@ launch(): what it serves, to whom, and how much it accepts."""
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 from starlette.middleware import Middleware
@@ -20,6 +22,7 @@ from diffbox.ui.hub_api import register_hub_api
 from diffbox.ui.i2v_tab import build_i2v_tab
 from diffbox.ui.login_throttle import LoginThrottle
 from diffbox.ui.models_tab import build_models_tab
+from diffbox.ui.origins import OriginPolicy, guarded_lifespan, is_guarded
 from diffbox.ui.qwen_api import register_qwen_api
 from diffbox.ui.qwen_tab import build_qwen_tab
 from diffbox.ui.svi_api import register_svi_api
@@ -56,17 +59,36 @@ def private_paths(settings: Settings) -> list[str]:
     return [str(p) for p in paths if not is_in_or_equal(get_upload_folder(), p)]
 
 
+def origin_policy(settings: Settings) -> OriginPolicy:
+    """Who may call the app from a browser page besides its own address (diffbox.ui.origins)."""
+    policy = OriginPolicy(loopback_only=settings.loopback_only)
+    for origin in (*settings.allowed_origins, os.environ.get("GRADIO_ROOT_PATH")):
+        policy.allow(origin)
+    return policy
+
+
 def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None):
     """Serves outputs/ and Gradio's upload folder only: tokens.json, db/, logs/, cache/ and models/ are
-    never reachable through Gradio's file routes. Returns launch()'s (fastapi app, local url, share url)."""
-    return app.launch(
+    never reachable through Gradio's file routes. Requests from other sites' pages are refused
+    (diffbox.ui.origins). Returns launch()'s (fastapi app, local url, share url)."""
+    # uvicorn would take the client address from X-Forwarded-For of any loopback peer — anyone on the
+    # pod could then pose as a fresh client to the login throttle, which reads that header itself.
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
+    policy = origin_policy(settings)
+    fastapi_app, local_url, share_url = app.launch(
         server_name=settings.host, server_port=settings.port, share=settings.share, auth=auth,
         prevent_thread_lock=True, allowed_paths=[str(settings.outputs_dir)], blocked_paths=private_paths(settings),
         max_file_size=int(settings.max_upload_mb * 1_000_000),
-        app_kwargs={"middleware": [Middleware(LoginThrottle), Middleware(OneShotDownloads)]},
+        app_kwargs={"middleware": [Middleware(LoginThrottle), Middleware(OneShotDownloads)],
+                    "lifespan": guarded_lifespan(policy)},
         ssr_mode=False,  # Node in front of Python would be one more server answering file requests
         css=CSS, show_error=False, quiet=True,
     )
+    if not is_guarded(fastapi_app):
+        app.close()
+        raise RuntimeError("the origin guard is not in place; refusing to serve")
+    policy.allow(share_url)  # the share tunnel keeps the link's own Host
+    return fastapi_app, local_url, share_url
 
 
 def build_app(services: Services) -> gr.Blocks:

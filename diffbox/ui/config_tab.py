@@ -46,8 +46,7 @@ def build_config_tab(services: Services) -> gr.Tab:
                 gr.Markdown("### Export")
                 include_tokens = gr.Checkbox(False, label="Include tokens", elem_id="config-include-tokens")
                 warning = gr.Markdown(TOKEN_WARNING, visible=False, elem_id="config-token-warning")
-                download = gr.DownloadButton("Download config", variant="primary", elem_id="config-download",
-                                             value=lambda: export_once(services, False))
+                download = gr.DownloadButton("Download config", variant="primary", elem_id="config-download")
             with gr.Column():
                 gr.Markdown("### Import")
                 upload = gr.UploadButton("Upload config", file_types=[".json"], file_count="single",
@@ -109,6 +108,8 @@ def build_config_tab(services: Services) -> gr.Tab:
     start_tab.input(save_start_tab, start_tab, None, api_name="ui_config_start_tab", **private)
     if tabs is not None and Context.root_block is not None:
         Context.root_block.load(open_start_tab, None, tabs, api_name="ui_open_start_tab", **private)
+    if Context.root_block is not None:  # the button's first file (a callable value would be a public /lambda_N)
+        Context.root_block.load(lambda: export(False), None, download, api_name="ui_config_export_first", **private)
     include_tokens.change(toggle, [include_tokens, download], [warning, download], api_name="ui_config_tokens",
                           **private)
     # The file is rebuilt whenever the tab is opened, so it always holds the current state, and after

@@ -6,6 +6,10 @@ serves a file written there in place — no copy in its cache, nothing under the
 as soon as one GET of it through Gradio's file route has been answered in full (the middleware
 below watches for that), or EXPIRE_S after it was registered, whichever comes first; `retire(path)`
 shortens that to RETIRE_S for a file no longer offered.
+
+Only whole reads count, so nothing reads a handed-over file without using it up: a HEAD is answered
+405, a Range request gets the whole file (200, then it is gone), and while one GET is being answered
+any other request for the file is refused (409). A GET that breaks off leaves the file for another try.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ PREFIX = "diffbox-handover-"
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 
 _pending: set[str] = set()
+_sending: set[str] = set()  # pending files a GET is being answered with right now
 _lock = threading.Lock()
+PARTIAL_READS = (b"range", b"if-range")
 
 
 def private_folder() -> Path:
@@ -75,6 +81,7 @@ def discard(path: str | None) -> None:
         if real not in _pending:
             return
         _pending.discard(real)
+        _sending.discard(real)
     shutil.rmtree(os.path.dirname(real), ignore_errors=True)  # its private folder holds only this file
 
 
@@ -83,19 +90,37 @@ def is_pending(path: str) -> bool:
         return path in _pending
 
 
+def _start_sending(path: str) -> bool:
+    """Claims a pending file for one GET; False when another request is being answered with it."""
+    with _lock:
+        if path in _sending:
+            return False
+        _sending.add(path)
+        return True
+
+
+def _stop_sending(path: str) -> None:
+    with _lock:
+        _sending.discard(path)
+
+
 class OneShotDownloads:
-    """ASGI middleware: after a handed-over file has been sent in full once, it is deleted."""
+    """ASGI middleware: a handed-over file is sent whole, to one GET at a time, and deleted once sent."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         route = next((r for r in FILE_ROUTES if scope["type"] == "http" and scope["path"].startswith(r)), None)
-        if route is None or scope["method"] != "GET":
+        path = os.path.realpath(scope["path"][len(route):]) if route else ""
+        if route is None or not is_pending(path):
             return await self.app(scope, receive, send)
-        path = os.path.realpath(scope["path"][len(route):])
-        if not is_pending(path):
-            return await self.app(scope, receive, send)
+        if scope["method"] != "GET":
+            return await _refuse(send, 405, b"This file can be downloaded once, with a plain GET.",
+                                 [(b"allow", b"GET")])
+        if not _start_sending(path):
+            return await _refuse(send, 409, b"This file is being downloaded already; it can be downloaded once.")
+        whole = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in PARTIAL_READS]}
         sent = {"status": None, "done": False}
 
         async def watch(message):
@@ -105,6 +130,16 @@ class OneShotDownloads:
                 sent["done"] = True
             await send(message)
 
-        await self.app(scope, receive, watch)
-        if sent["status"] == 200 and sent["done"]:
-            discard(path)
+        try:
+            await self.app(whole, receive, watch)
+        finally:
+            if sent["status"] == 200 and sent["done"]:
+                discard(path)
+            else:
+                _stop_sending(path)
+
+
+async def _refuse(send, status: int, text: bytes, headers: list | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": text})

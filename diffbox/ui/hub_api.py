@@ -16,11 +16,33 @@ from contextlib import contextmanager
 
 import gradio as gr
 
+from diffbox.config import HF_ID, NUMBER_ID
 from diffbox.hub import HubError
+from diffbox.hub.library import normalise_source
 from diffbox.logs import redact
 from diffbox.services import Services
 
 LIGHT = {"concurrency_limit": None}
+ID_RULES = {"hf": "must be owner/name, a Hugging Face repo id",
+            "civitai": "must be a Civitai model id, optionally @ a version id (numbers only)"}
+
+
+def pin_reference(source: str, model_id: str) -> tuple[str, str, str]:
+    """(source, id, version) for /pin, by the id rules a config import applies to its models, so that a
+    pinned model always exports into a config that imports. The refusal does not quote the id back."""
+    try:
+        source = normalise_source(source)
+    except ValueError as exc:
+        raise HubError(str(exc)) from None
+    text = str(model_id).strip()
+    if source == "local":  # a library name: the library refuses one it does not hold
+        return source, text, ""
+    model, _, version = text.partition("@") if source == "civitai" else (text, "", "")
+    fits = (HF_ID.fullmatch(model) and ".." not in model if source == "hf"
+            else NUMBER_ID.fullmatch(model) and (not version or NUMBER_ID.fullmatch(version)))
+    if not fits:
+        raise HubError(f"model_id {ID_RULES[source]}")
+    return source, model, version
 
 
 @contextmanager
@@ -59,9 +81,11 @@ def register_hub_api(services: Services) -> None:
         return [m.to_dict() for m in hub.library.models()]
 
     def pin(source: str, model_id: str, pinned: bool = True) -> dict:
-        """Pin (or unpin) a model; pinned models are what a config export lists."""
+        """Pin (or unpin) a model; pinned models are what a config export lists. model_id: `owner/name` on
+        Hugging Face, `model[@version]` on Civitai, or a library name with source local."""
         with explained("Cannot pin"):
-            return hub.pin(source, model_id, pinned)
+            source, model, version = pin_reference(source, model_id)
+            return hub.pin(source, model, pinned, revision=version)
 
     def cancel_download(download_id: str) -> dict:
         """Stop a download and delete its partial file."""

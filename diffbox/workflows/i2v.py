@@ -138,7 +138,7 @@ def apply_job_settings(ctx: JobContext, pipe, params: dict, loras, runs_on=None)
         tuning.compile_experts(pipe)
     if loras:
         ctx.progress("applying LoRAs")
-    apply_loras(target, list(loras))
+    apply_loras(target, list(loras), log=ctx.note)
     return two_experts
 
 
