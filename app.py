@@ -10,7 +10,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from diffbox.settings import SettingsError, load_settings, prepare_home
+    from diffbox.settings import SettingsError, keep_private, load_settings, prepare_home
 
     try:
         settings = load_settings(argv)  # argparse exits 2 with usage on an unknown flag
@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("removed config exports an earlier version kept in cache/exports/ (they may hold tokens)")
 
     from diffbox.services import Services
-    from diffbox.ui.app import build_app, launch
+    from diffbox.ui.app import add_health_route, build_app, launch
 
     services = Services.start(settings)
+    keep_private(settings)  # the job database and the log file exist now
     if settings.config:  # a bad or unreachable config is logged; the app starts anyway
         from diffbox.portable import import_at_start
         import_at_start(services, settings.config)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         shrink_qwen_condition_area()
     demo = build_app(services)
     fastapi_app, local_url, share_url = launch(demo, settings, auth)
-    fastapi_app.add_api_route("/health", services.health, methods=["GET"])
+    add_health_route(fastapi_app, services)
     log.info("serving on %s%s", local_url, f" and {share_url}" if share_url else "")
     if settings.share and not share_url:
         log.warning(offline_note(local_url))

@@ -20,6 +20,7 @@ from diffbox.config import CURRENT_VERSION, ConfigDoc, ConfigError, load, model_
 from diffbox.hub import HubError
 from diffbox.store import atomic_write_bytes
 from diffbox.logs import register_secrets
+from diffbox.markup import code, md
 from diffbox.params import InvalidParams, ParamSpec
 from diffbox.store import atomic_write_text
 
@@ -292,33 +293,35 @@ def import_bytes(services, data: bytes | str, *, dry_run: bool = False, where: s
 
 
 def summary(report: dict) -> str:
-    """The report as a few Markdown lines for the UI (never a token value)."""
+    """The report as a few Markdown lines for the UI (never a token value). Every name and value comes from
+    the uploaded file, so each is shown literally (diffbox.markup): an image or link in it stays text."""
     lines = []
     if report.get("migrated_from") is not None:
-        lines.append(f"- migrated from version {report['migrated_from']}")
+        lines.append(f"- migrated from version {code(report['migrated_from'])}")
     for workflow, changed in report["defaults"].items():
-        shown = ", ".join(f"`{k}` {v['from']!r} → {v['to']!r}" for k, v in list(changed.items())[:12])
-        lines.append(f"- **{workflow} defaults**: {shown}" + (" …" if len(changed) > 12 else ""))
+        shown = ", ".join(f"{code(k)} {code(repr(v['from']))} → {code(repr(v['to']))}"
+                          for k, v in list(changed.items())[:12])
+        lines.append(f"- **{md(workflow)} defaults**: {shown}" + (" …" if len(changed) > 12 else ""))
     for what in ("added", "changed"):
         if report["presets"][what]:
-            lines.append(f"- presets {what}: {', '.join(report['presets'][what])}")
+            lines.append(f"- presets {what}: {', '.join(code(name) for name in report['presets'][what])}")
     models = report["models"]
     if models["download"]:
         lines.append(f"- **download** {len(models['download'])} model(s), "
                      f"{report['download_bytes'] / 1e9:.2f} GB: "
-                     + ", ".join(m["model"] for m in models["download"]))
+                     + ", ".join(code(m["model"]) for m in models["download"]))
     if models["downloading"]:
-        lines.append(f"- already downloading: {', '.join(m['model'] for m in models['downloading'])}")
+        lines.append(f"- already downloading: {', '.join(code(m['model']) for m in models['downloading'])}")
     if models["present"]:
-        lines.append(f"- already here: {', '.join(m['model'] for m in models['present'])}")
+        lines.append(f"- already here: {', '.join(code(m['model']) for m in models['present'])}")
     if models["pin"]:
-        lines.append(f"- pin: {', '.join(models['pin'])}")
+        lines.append(f"- pin: {', '.join(code(label) for label in models['pin'])}")
     for key, change in report["ui"].items():
-        lines.append(f"- UI `{key}`: {change['from']!r} → {change['to']!r}")
+        lines.append(f"- UI {code(key)}: {code(repr(change['from']))} → {code(repr(change['to']))}")
     for source, what in report["tokens"].items():
-        lines.append(f"- {source} token will be {what}" if not report["applied"] else f"- {source} token {what}")
-    lines += [f"- note: {note}" for note in report["notes"]]
-    lines += [f"- **problem**: {error}" for error in report["errors"]]
+        lines.append(f"- {md(source)} token will be {what}" if not report["applied"] else f"- {md(source)} token {what}")
+    lines += [f"- note: {md(note)}" for note in report["notes"]]
+    lines += [f"- **problem**: {md(error)}" for error in report["errors"]]
     head = ("Applied: " if report["applied"] else "This import would make ") + (
         f"{report['changes']} change(s)." if report["changes"] else "no changes (already up to date).")
     return "\n".join([head, *lines])

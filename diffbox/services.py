@@ -243,19 +243,23 @@ class Services:
         name = library.get(os.path.realpath(base)) or display_name(base)
         return name + display_name(cache_key)[len(display_name(base)):]  # plus its single files' names, if any
 
-    def health(self) -> dict:
-        """Every job the app holds is the runner's (it is the only GPU queue), so `waiting` counts them all;
-        `position` is a waiting job's place in line (1 = next). Open to all: it names no path."""
+    def health(self, jobs: bool = True) -> dict:
+        """Every job the app holds is the runner's (it is the only GPU queue), so `waiting` counts them all.
+        It names no path. `jobs=False` leaves out `queue.jobs` (one entry per job: its id, which is also
+        its output folder's name, workflow, state, stage, steps, and `position`, a waiting job's place in
+        line, 1 = next): GET /health answers anyone, and only a caller who may read the history gets them."""
         active = self.runner.active()
-        line = {job.id: place for place, job in enumerate(self.runner.waiting(), start=1)}
+        queue = {"running": sum(1 for j in active if j.state == RUNNING),
+                 "waiting": sum(1 for j in active if j.state == QUEUED)}
+        if jobs:
+            line = {job.id: place for place, job in enumerate(self.runner.waiting(), start=1)}
+            queue["jobs"] = [{"id": j.id, "workflow": j.workflow, "state": j.state, "stage": j.stage,
+                              "step": j.steps_done, "total": j.steps_total, "position": line.get(j.id)}
+                             for j in active]
         return {
             "ok": True,
             "version": __version__,
             **device_info(),
             "models_loaded": [self.shown_name(key) for key in self.cache.loaded()],
-            "queue": {"running": sum(1 for j in active if j.state == RUNNING),
-                      "waiting": sum(1 for j in active if j.state == QUEUED),
-                      "jobs": [{"id": j.id, "workflow": j.workflow, "state": j.state, "stage": j.stage,
-                                "step": j.steps_done, "total": j.steps_total, "position": line.get(j.id)}
-                               for j in active]},
+            "queue": queue,
         }

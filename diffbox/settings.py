@@ -75,6 +75,12 @@ class Settings:
     def demo_models_dir(self) -> Path:
         return self.models_dir / "demo"
 
+    @property
+    def private_dirs(self) -> tuple[Path, Path]:
+        """The job history (prompts, output names) and the log: only the owner may read them, whatever the
+        umask. tokens.json is written 0600 on its own; models/ and outputs/ keep the umask's modes."""
+        return self.db_dir, self.log_file.parent
+
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or an export."""
         values = [self.hf_token, self.civitai_token, self.auth[1] if self.auth else None]
@@ -258,6 +264,7 @@ def prepare_home(settings: Settings, env: dict[str, str] | None = None) -> None:
         except OSError as exc:
             raise SettingsError(f"home folder {settings.home} is not usable (DIFFBOX_HOME / --home): "
                                 f"cannot create {folder}: {exc.strerror or exc}") from None
+    keep_private(settings)
     try:
         with tempfile.NamedTemporaryFile(dir=settings.home, prefix=".write-test-"):
             pass
@@ -266,3 +273,16 @@ def prepare_home(settings: Settings, env: dict[str, str] | None = None) -> None:
                             f"{exc.strerror or exc}") from None
     env.setdefault("HF_HOME", str(settings.cache_dir / "huggingface"))
 
+
+def keep_private(settings: Settings) -> None:
+    """db/ and logs/ 0700, the files in them 0600 (a home made by an earlier version, or under umask 022,
+    has them world-readable). Run again once the app has created its database and log. A file system
+    that cannot change modes (some network mounts) is left as it is: the app still starts."""
+    for folder in settings.private_dirs:
+        try:
+            folder.chmod(0o700)
+            for entry in folder.iterdir():
+                if entry.is_file() and not entry.is_symlink():
+                    entry.chmod(0o600)
+        except OSError:
+            continue

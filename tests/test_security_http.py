@@ -1,21 +1,19 @@
-"""The public surface, attacked from outside as on a pod: what the file routes serve, which file
-arguments are opened, who must log in, how fast a password can be guessed, and what another site's
-page may do with the owner's login.
+"""The public surface, attacked from outside: what the file routes serve, which file arguments are opened,
+which of Gradio's routes answer without a login and what they do, and what a crafted path does to the
+server's output.
 
-Three launched apps: `app` (bound to 127.0.0.1: file routes, file arguments, the fuzz test, one-time
-exports, /pin, DNS rebinding), `open_pod` (bound to 0.0.0.0 with no --auth: a generated password,
-the login throttle, cross-site requests and cookies, the upload limit and cleaner) and one with
---no-auth. Everything goes through HTTP or gradio_client, as an attacker's script would; a browser
-from another site is in test_security_browser.py.
+One launched app, bound to 127.0.0.1 (file routes, file arguments, the fuzz test, one-time exports, /pin,
+DNS rebinding, Gradio's open routes): loopback Host and peer, as behind a local reverse proxy, is where
+Gradio's run history would use the server's own HF_TOKEN. Everything goes through HTTP or gradio_client,
+as an attacker's script would; the login, the throttle and other sites' pages are in
+test_security_pod.py and test_security_browser.py.
 """
 
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,13 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from test_app import ROOT, app_env, start_app
+from test_app import app_env, start_app
 
 from conftest import make_demo_home
 
 HF_CANARY = "hf_" + "Cn4ry" * 8
 EXPORT_CANARY = "hf_" + "0ldExp0rt" * 4
 CONFIG_CANARY = "canary-preset-7f3a"
+SERVER_TOKEN = "hf_" + "S3rverT0ken" * 3  # the server's HF_TOKEN
 # The one sentence every refused file argument gets, whatever the path is (or is not).
 REFUSED = "must be a file uploaded to this app (or one of its own outputs)"
 SMALL_I2V = {"width": 32, "height": 32, "num_frames": 5, "num_inference_steps": 1, "seed": 5,
@@ -68,8 +67,32 @@ def make_home(root: Path, demo_models) -> Path:
     return home
 
 
+class HubRecorder(BaseHTTPRequestHandler):
+    """A Hugging Face endpoint that knows nothing (404) and notes every request's path."""
+
+    def answer(self):
+        self.server.seen.append(self.path)
+        self.send_response(404)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_HEAD = answer
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, demo_models, outside):
+def fake_hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HubRecorder)
+    server.seen = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, demo_models, outside, fake_hub):
     root = tmp_path_factory.mktemp("sec-app")
     home = make_home(root, demo_models)
     (home / "tokens.json").write_text(json.dumps({"hf": HF_CANARY}))
@@ -83,9 +106,10 @@ def app(tmp_path_factory, demo_models, outside):
     (outputs / "leak-tokens.json").symlink_to(home / "tokens.json")
     (outputs / "leak.png").symlink_to(outside / "canary.png")
     upload_dir = root / "gradio-tmp"
-    env = app_env(GRADIO_TEMP_DIR=str(upload_dir), DIFFBOX_ALLOWED_ORIGINS=STUDIO_ORIGIN)
+    env = app_env(GRADIO_TEMP_DIR=str(upload_dir), DIFFBOX_ALLOWED_ORIGINS=STUDIO_ORIGIN, HF_TOKEN=SERVER_TOKEN,
+                  HF_ENDPOINT=f"http://127.0.0.1:{fake_hub.server_address[1]}")
     process, url, output = start_app(home, env=env)
-    yield {"url": url, "home": home, "output": output, "upload_dir": upload_dir}
+    yield {"url": url, "home": home, "output": output, "upload_dir": upload_dir, "pid": process.pid}
     process.terminate()
     process.wait(30)
 
@@ -394,233 +418,77 @@ def test_fuzzed_file_arguments_open_nothing_outside_uploads_and_outputs(app, out
 
 
 # --------------------------------------------------------------------------------------------
-# Login: generated on a public bind, throttled, and --no-auth is loud
+# Gradio's routes that answer without a login, crafted paths, exports piling up, private files' modes
 # --------------------------------------------------------------------------------------------
 
-# The tests talk from 127.0.0.1, which stands for the RunPod proxy: the app tells uvicorn to trust no
-# forwarded headers, so the throttle sees that address and reads X-Forwarded-For itself.
-POD_HOST = "abcd1234-7860.proxy.runpod.net"
-EVIL_ORIGIN = "https://evil.example"
+def test_gradio_run_history_is_off_and_cannot_use_the_servers_token(app, fake_hub):
+    """Gradio 6.31's run history took the server's HF_TOKEN for a loopback Host and peer (a local reverse
+    proxy): anyone could list the owner's buckets, read their records and create buckets."""
+    http = httpx.Client(timeout=10)
+    before = len(fake_hub.seen)
+    answers = [http.get(app["url"] + path).status_code for path in (
+        "gradio_api/runs", "gradio_api/runs/", "gradio_api/run-history/buckets",
+        "gradio_api/run-history/records?bucket_id=owner/private-bucket",
+        "gradio_api/run-history/records/e/r/assets/a?bucket_id=owner/private-bucket", "gradio_api//run-history/buckets")]
+    answers.append(http.post(app["url"] + "gradio_api/run-history/connect", json={"bucket_id": "owner/new-bucket"},
+                             headers={"Authorization": f"Bearer {SERVER_TOKEN}"}).status_code)
+    assert answers == [404] * 7
+    assert fake_hub.seen[before:] == []  # nothing reached the hub, with the server's token or any other
+    page = http.get(app["url"]).text
+    assert '"run_history": false' in page.replace("'", '"') or '"run_history":false' in page
 
 
-@pytest.fixture(scope="module")
-def open_pod(tmp_path_factory, demo_models):
-    root = tmp_path_factory.mktemp("sec-pod")
-    home = make_home(root, demo_models)
-    upload_dir = root / "gradio-tmp"
-    env = app_env(GRADIO_TEMP_DIR=str(upload_dir), DIFFBOX_MAX_UPLOAD_MB="1", DIFFBOX_UPLOAD_TTL_HOURS="0.001")
-    process, url, output = start_app(home, "--host", "0.0.0.0", env=env)
-    match = re.search(r"user 'diffbox', password '([^']+)'", output.read_text())
-    assert match, output.read_text()
-    yield {"url": url, "home": home, "output": output, "password": match.group(1), "upload_dir": upload_dir}
-    process.terminate()
-    process.wait(30)
+def test_custom_component_paths_print_nothing(app):
+    """Gradio printed this route's path parameters to stdout before any check, where the generated password
+    is printed: escape codes and fake lines, 60 KB a request, no login needed."""
+    marker = "FAKE-PASSWORD-LINE"
+    before = app["output"].stat().st_size
+    for index in range(20):
+        payload = quote(f"\x1b[2J{marker} user 'diffbox', password 'x{index}'" + "A" * 200, safe="")
+        response = httpx.get(f"{app['url']}gradio_api/custom_component/{payload}/client/{payload}/{payload}")
+        assert response.status_code == 404
+    assert app["output"].stat().st_size - before < 200 and marker not in app["output"].read_text()
 
 
-def login(pod, password: str, client_ip: str, *, forwarded: str | None = None,
-          http: httpx.Client | None = None) -> tuple[int, float]:
-    """One login through "the proxy": it appended `client_ip` to what the client sent (or sends `forwarded`)."""
-    started = time.monotonic()
-    headers = {"X-Forwarded-For": forwarded or f"198.51.100.99, {client_ip}"}
-    response = (http or httpx).post(pod["url"] + "login", data={"username": "diffbox", "password": password},
-                                    headers=headers, timeout=120)
-    return response.status_code, time.monotonic() - started
-
-
-def logins_at_once(pod, password: str, client_ips: list[str]) -> list[tuple[int, float]]:
-    with ThreadPoolExecutor(len(client_ips)) as pool:
-        return list(pool.map(lambda ip: login(pod, password, ip), client_ips))
-
-
-def test_a_public_bind_without_auth_requires_a_generated_password_printed_once(open_pod):
-    with pytest.raises(Exception):
-        Client(open_pod["url"], verbose=False).predict(1, api_name="/history")
-    assert httpx.get(open_pod["url"] + "gradio_api/info").status_code == 401
-    authed = Client(open_pod["url"], auth=("diffbox", open_pod["password"]), verbose=False)
-    assert isinstance(authed.predict(1, api_name="/history"), list)
-    assert open_pod["output"].read_text().count(open_pod["password"]) == 1
-    assert open_pod["password"] not in (open_pod["home"] / "logs" / "diffbox.log").read_text()
-
-
-def test_wrong_passwords_take_growing_time_per_client_and_success_resets(open_pod):
-    attacker, bystander = "203.0.113.7", "203.0.113.8"
-    times = []
-    for _ in range(8):
-        status, took = login(open_pod, "wrong-password", attacker)
-        assert status == 400
-        times.append(took)
-    assert max(times[:3]) < 0.4, times  # a typo or two costs nothing
-    assert times[-1] > times[-2] > times[-3] >= 0.4, times  # then each guess waits longer than the last
-    status, took = login(open_pod, "wrong-password", bystander)
-    assert status == 400 and took < 0.4  # another client behind the same proxy is not slowed
-    status, _ = login(open_pod, open_pod["password"], attacker)
-    assert status == 200  # the right password still gets in (after the wait), and clears the count
-    assert login(open_pod, "wrong-password", attacker)[1] < 0.4
-
-
-def test_forged_forwarded_addresses_do_not_escape_the_throttle(open_pod):
-    """From 127.0.0.1 (a proxy, or anyone on the pod) X-Forwarded-For says whatever the sender likes: a lone
-    public address each time must not become a fresh client to uvicorn, nor to the throttle."""
-    times = []
-    for index in range(80):  # a fresh forged client address every time, in both shapes
-        forged = f"8.8.{index // 200}.{index % 200}" if index % 2 else None
-        status, took = login(open_pod, "wrong-password", f"203.0.113.{100 + index}", forwarded=forged)
-        assert status == 400
-        times.append(took)
-        if len(times) >= 3 and times[-1] > times[-2] > times[-3] >= 0.4:
-            break
-    else:
-        pytest.fail(f"forged addresses guessed without growing delay: {times[-10:]}")
-    assert login(open_pod, open_pod["password"], "203.0.113.250")[0] == 200  # and the owner still gets in
-
-
-def test_a_throttled_login_does_not_stall_the_server(open_pod):
-    for _ in range(7):
-        login(open_pod, "wrong-password", "203.0.113.66")
-    slow = threading.Thread(target=login, args=(open_pod, "wrong-password", "203.0.113.66"))
-    slow.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    assert httpx.get(open_pod["url"] + "health", timeout=10).status_code == 200
-    assert time.monotonic() - started < 0.3 and slow.is_alive()
-    slow.join()
-    login(open_pod, open_pod["password"], "203.0.113.66")
-
-
-def test_a_flood_of_wrong_passwords_never_locks_the_owner_out(open_pod):
-    """The probe: a shared pool past its allowance, 20 wrong attempts waiting at once, and the owner's right
-    password half a second later. Nobody is answered 429; the owner's browser, which logged in before, gets in
-    at once, and a newcomer with the right password gets in after the shared wait."""
-    owner = httpx.Client(timeout=120)
-    assert login(open_pod, open_pod["password"], "192.0.2.10", http=owner)[0] == 200
-    assert "diffbox-device" in owner.cookies
-    flood = logins_at_once(open_pod, "wrong-password", [f"192.0.2.{100 + i}" for i in range(52)])
-    assert [status for status, _ in flood] == [400] * 52
-    with ThreadPoolExecutor(22) as pool:
-        waiting = [pool.submit(login, open_pod, "wrong-password", f"198.18.0.{i}") for i in range(20)]
-        time.sleep(0.5)
-        returning = pool.submit(login, open_pod, open_pod["password"], "192.0.2.10", http=owner)
-        newcomer = pool.submit(login, open_pod, open_pod["password"], "192.0.2.11")
-        assert returning.result()[0] == 200 and returning.result()[1] < 1.5, returning.result()
-        assert newcomer.result()[0] == 200, newcomer.result()
-        assert [w.result()[0] for w in waiting] == [400] * 20
-    assert newcomer.result()[1] >= 1.5  # the shared pool (2 s after 52 failures) still slowed the cookie-less one
-
-
-def test_addresses_of_one_ipv6_network_count_as_one_client(open_pod):
-    """An IPv6 client has a whole /64 to pick addresses from; a new one per guess must not reset the delay."""
-    times = [login(open_pod, "wrong-password", f"2001:db8:7:1::{i + 1:x}")[1] for i in range(7)]
-    assert max(times[:3]) < 0.4 and times[-1] > times[-2] >= 0.4, times
-    assert login(open_pod, "wrong-password", "2001:db8:7:2::1")[1] < 0.4  # the next /64 is another client
-    assert login(open_pod, open_pod["password"], "2001:db8:7:1::99")[0] == 200
-
-
-def test_another_site_cannot_call_the_pod_with_the_owners_login(open_pod):
-    """Gradio answers any Origin with CORS allow headers when Host is not localhost (the pod's proxy URL):
-    a page elsewhere could call the API with the owner's cookie and read the answers."""
-    http = authed_http(open_pod)
-    endpoint = open_pod["url"] + "gradio_api/call/config_export"
-    preflight = httpx.options(endpoint, headers={"Host": POD_HOST, "Origin": EVIL_ORIGIN,
-                                                 "Access-Control-Request-Method": "POST",
-                                                 "Access-Control-Request-Headers": "content-type"})
-    assert preflight.status_code == 403 and not cors_headers(preflight), preflight.headers
-    for origin in (EVIL_ORIGIN, "null", f"http://{POD_HOST}.evil.example", f"https://{POD_HOST}:8443"):
-        refused = http.post(endpoint, json={"data": [True]}, headers={"Host": POD_HOST, "Origin": origin})
-        assert refused.status_code == 403 and not cors_headers(refused), origin
-    # the pod's own page, a page behind a proxy that rewrote Host, and scripts (no Origin) still work
-    for headers in ({"Host": POD_HOST, "Origin": f"https://{POD_HOST}"},
-                    {"X-Forwarded-Host": "pod.test:8443", "Origin": "https://pod.test:8443"}, {}):
-        assert http.post(endpoint, json={"data": [False]}, headers=headers).status_code == 200, headers
-
-
-def cors_headers(response: httpx.Response) -> list[str]:
-    return [name for name in response.headers if name.lower().startswith("access-control-allow")]
-
-
-def test_the_login_cookies_stay_on_this_site_and_logout_needs_this_site(open_pod):
-    response = httpx.post(open_pod["url"] + "login", data={"username": "diffbox", "password": open_pod["password"]})
-    cookies = response.headers.get_list("set-cookie")
-    assert len(cookies) >= 2 and all(re.search(r"samesite=(lax|strict)", c, re.I) for c in cookies), cookies
-    assert not any(re.search(r"samesite=none", c, re.I) for c in cookies), cookies
-    http = httpx.Client(timeout=30, cookies=response.cookies)
-    refused = http.get(open_pod["url"] + "logout", headers={"Sec-Fetch-Site": "cross-site"}, follow_redirects=False)
-    assert refused.status_code == 403
-    assert http.get(open_pod["url"] + "gradio_api/info").status_code == 200  # still logged in
-
-
-def test_the_throttle_remembers_a_bounded_number_of_clients(monkeypatch):
-    """An attacker with endless addresses cannot grow the table without bound (checked on the middleware)."""
-    import asyncio
-
-    from diffbox.ui import login_throttle
-
-    monkeypatch.setattr(login_throttle, "MAX_TRACKED", 50)
-
-    async def wrong_password(scope, receive, send):
-        await send({"type": "http.response.start", "status": 400, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    async def noop(message):
-        pass
-
-    throttle = login_throttle.LoginThrottle(wrong_password)
-    scopes = [{"type": "http", "method": "POST", "path": "/login", "client": (f"198.51.{i // 250}.{i % 250}", 1),
-               "headers": []} for i in range(500)]
-
-    async def attack():
-        for scope in scopes:
-            await throttle(scope, None, noop)
-
-    asyncio.run(attack())
-    assert len(throttle._records) <= 50
-
-
-def authed_http(pod) -> httpx.Client:
-    http = httpx.Client(timeout=30)
-    assert http.post(pod["url"] + "login", data={"username": "diffbox", "password": pod["password"]}).status_code == 200
-    return http
-
-
-def test_uploads_are_capped_and_cleaned_up(open_pod):
-    http = authed_http(open_pod)
-    too_big = http.post(open_pod["url"] + "gradio_api/upload", files={"files": ("big.png", b"\0" * 1_100_000)})
-    assert too_big.status_code == 413
-    small = http.post(open_pod["url"] + "gradio_api/upload", files={"files": ("small.json", b"{}")})
-    (stored,) = small.json()
-    assert Path(stored).is_file()
-    deadline = time.monotonic() + 30  # DIFFBOX_UPLOAD_TTL_HOURS=0.001: about 4 s
-    while Path(stored).exists():
-        assert time.monotonic() < deadline, "the upload was never cleaned up"
-        time.sleep(0.5)
-
-
-def test_no_auth_on_a_public_bind_is_loud_and_open(tmp_path, demo_models):
-    home = make_home(tmp_path, demo_models)
-    process, url, output = start_app(home, "--host", "0.0.0.0", "--no-auth", env=app_env())
-    try:
-        assert isinstance(Client(url, verbose=False).predict(1, api_name="/history"), list)
-        printed = output.read_text()
-        assert "WARNING" in printed and "--no-auth" in printed and "password '" not in printed
-    finally:
-        process.terminate()
-        process.wait(30)
-
-
-@pytest.mark.parametrize("args,env,names", [
-    (["--port", "abc"], {}, "--port"),
-    ([], {"DIFFBOX_PORT": "abc"}, "DIFFBOX_PORT"),
-    (["--auth", "nocolon"], {}, "--auth"),
-    ([], {"DIFFBOX_AUTH": "nocolon"}, "DIFFBOX_AUTH"),
-    ([], {"DIFFBOX_AUTH": "diffbox:{{ RUNPOD_SECRET_diffbox_password }}"}, "DIFFBOX_AUTH"),
-    ([], {"DIFFBOX_MAX_UPLOAD_MB": "lots"}, "DIFFBOX_MAX_UPLOAD_MB"),
-    ([], {"DIFFBOX_ALLOWED_ORIGINS": "studio.example"}, "DIFFBOX_ALLOWED_ORIGINS"),
-    ([], {"DIFFBOX_ALLOWED_ORIGINS": "https://studio.example/app"}, "DIFFBOX_ALLOWED_ORIGINS"),
-    (["--auth", "a:b", "--no-auth"], {}, "--no-auth"),
+@pytest.mark.parametrize("path", [
+    "gradio_api/file=/x%00y", "gradio_api/file/x%00y", pytest.param("gradio_api/file=" + "x" * 300, id="file-long-name"),
+    pytest.param("static/" + "x" * 300, id="static-long-name"), pytest.param("assets/" + "y/" * 2100, id="long-path"),
+    "gradio_api/heartbeat/%1b%5b31mred",
 ])
-def test_malformed_flags_and_env_end_in_one_line_and_exit_2(tmp_path, args, env, names):
-    result = subprocess.run([sys.executable, "app.py", "--home", str(tmp_path / "home"), *args], cwd=ROOT,
-                            env=app_env(**env), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("diffbox: ") and names in lines[0], result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+def test_a_path_no_file_has_gets_404_and_no_traceback(app, path):
+    """The OS (or httpx) raised on these: 500, and some 2.5 KB of traceback in the server's output per request."""
+    before = app["output"].read_text().count("Traceback")
+    try:
+        response = httpx.get(app["url"] + path, timeout=3)
+        assert response.status_code == 404 and "Traceback" not in response.text, response.status_code
+    except httpx.ReadTimeout:  # a heartbeat that was accepted streams on; the client goes away as a script would
+        pytest.fail("the crafted heartbeat path was served")
+    time.sleep(0.3)
+    assert app["output"].read_text().count("Traceback") == before
+
+
+def threads_of(pid: int) -> int:
+    return int(re.search(r"Threads:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+
+
+def test_exports_that_are_never_downloaded_do_not_pile_up(app):
+    """Each export used to start a 10-minute timer thread and keep its folder: 500 exports, 420 threads."""
+    from diffbox.ui.handover import MAX_PENDING, PREFIX
+
+    http = httpx.Client(timeout=30)
+    threads = threads_of(app["pid"])
+    for _ in range(MAX_PENDING + 16):
+        assert call(app["url"], "config_export", False, http=http)[0] == "complete"
+    assert threads_of(app["pid"]) <= threads + 8  # one sweeper (and a worker or two), not one per export
+    assert len(list(app["upload_dir"].glob(PREFIX + "*"))) <= MAX_PENDING
+    newest = call(app["url"], "config_export", False, http=http)[1][0]
+    assert httpx.get(newest["url"]).status_code == 200  # the newest is still handed over
+
+
+def test_the_job_database_and_the_log_are_the_owners_alone(app):
+    """Under umask 022 db/jobs.sqlite3 and logs/diffbox.log were world-readable; tokens.json was already 0600."""
+    home = app["home"]
+    for folder in (home / "db", home / "logs"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for path in (home / "db" / "jobs.sqlite3", home / "logs" / "diffbox.log"):
+        assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from fastapi import Request
 from gradio.utils import get_upload_folder, is_in_or_equal
 from starlette.middleware import Middleware
 
@@ -13,8 +14,10 @@ from diffbox import __version__
 from diffbox.services import Services
 from diffbox.settings import Settings
 from diffbox.ui.api import register_api
+from diffbox.ui.closed_routes import ClosedRoutes
 from diffbox.ui.config_api import register_config_api
 from diffbox.ui.config_tab import build_config_tab
+from diffbox.ui.event_cancel import EventCancel
 from diffbox.ui.first_run import build_first_run
 from diffbox.ui.handover import OneShotDownloads
 from diffbox.ui.history_tab import build_history_tab
@@ -70,7 +73,9 @@ def origin_policy(settings: Settings) -> OriginPolicy:
 def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None):
     """Serves outputs/ and Gradio's upload folder only: tokens.json, db/, logs/, cache/ and models/ are
     never reachable through Gradio's file routes. Requests from other sites' pages are refused
-    (diffbox.ui.origins). Returns launch()'s (fastapi app, local url, share url)."""
+    (diffbox.ui.origins); Gradio's run history, which could use the server's HF_TOKEN without a login,
+    is off and its routes closed with the others diffbox does not use (diffbox.ui.closed_routes).
+    Returns launch()'s (fastapi app, local url, share url)."""
     # uvicorn would take the client address from X-Forwarded-For of any loopback peer — anyone on the
     # pod could then pose as a fresh client to the login throttle, which reads that header itself.
     os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
@@ -78,8 +83,9 @@ def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None):
     fastapi_app, local_url, share_url = app.launch(
         server_name=settings.host, server_port=settings.port, share=settings.share, auth=auth,
         prevent_thread_lock=True, allowed_paths=[str(settings.outputs_dir)], blocked_paths=private_paths(settings),
-        max_file_size=int(settings.max_upload_mb * 1_000_000),
-        app_kwargs={"middleware": [Middleware(LoginThrottle), Middleware(OneShotDownloads)],
+        max_file_size=int(settings.max_upload_mb * 1_000_000), run_history=False,
+        app_kwargs={"middleware": [Middleware(ClosedRoutes), Middleware(LoginThrottle), Middleware(OneShotDownloads),
+                                   Middleware(EventCancel)],
                     "lifespan": guarded_lifespan(policy)},
         ssr_mode=False,  # Node in front of Python would be one more server answering file requests
         css=CSS, show_error=False, quiet=True,
@@ -89,6 +95,26 @@ def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None):
         raise RuntimeError("the origin guard is not in place; refusing to serve")
     policy.allow(share_url)  # the share tunnel keeps the link's own Host
     return fastapi_app, local_url, share_url
+
+
+def add_health_route(fastapi_app, services: Services) -> None:
+    """GET /health answers anyone (load balancers, scripts); the job list, whose ids are output folder
+    names, only a caller who may read the history: no login is required, or the request carries one."""
+
+    def health(request: Request) -> dict:
+        return services.health(jobs=logged_in(fastapi_app, request))
+
+    fastapi_app.add_api_route("/health", health, methods=["GET"])
+
+
+def logged_in(fastapi_app, request: Request) -> bool:
+    """Gradio's own test (its /gradio_api/user route, which a plain route cannot depend on): the login
+    cookie, secure or not, names a session Gradio handed out."""
+    if fastapi_app.auth is None and fastapi_app.auth_dependency is None:
+        return True
+    cookie = fastapi_app.cookie_id
+    token = request.cookies.get(f"access-token-{cookie}") or request.cookies.get(f"access-token-unsecure-{cookie}")
+    return fastapi_app.tokens.get(token) is not None
 
 
 def build_app(services: Services) -> gr.Blocks:

@@ -8,6 +8,7 @@ from gradio.context import Context
 from diffbox import portable
 from diffbox.config import ConfigDoc, ConfigError
 from diffbox.logs import redact
+from diffbox.markup import code, md
 from diffbox.services import Services
 from diffbox.ui.config_api import export_once, read_upload
 from diffbox.ui.handover import retire
@@ -28,8 +29,8 @@ def _download_lines(services: Services, ids: list[str]) -> str:
             continue
         total = d["bytes_total"] or 0
         share = f"{100 * d['bytes_done'] / total:.0f}%" if total else ""
-        lines.append(f"- `{d['title']}`: {d['state']} {share}"
-                     + (f" — {d['error']}" if d["error"] else ""))
+        lines.append(f"- {code(d['title'])}: {d['state']} {share}"
+                     + (f" — {md(d['error'])}" if d["error"] else ""))
     return "**Downloads from this import**\n" + "\n".join(lines)
 
 
@@ -46,7 +47,9 @@ def build_config_tab(services: Services) -> gr.Tab:
                 gr.Markdown("### Export")
                 include_tokens = gr.Checkbox(False, label="Include tokens", elem_id="config-include-tokens")
                 warning = gr.Markdown(TOKEN_WARNING, visible=False, elem_id="config-token-warning")
-                download = gr.DownloadButton("Download config", variant="primary", elem_id="config-download")
+                # Enabled once it holds a file: opening the tab writes one (see `first_export` below).
+                download = gr.DownloadButton("Download config", variant="primary", interactive=False,
+                                             elem_id="config-download")
             with gr.Column():
                 gr.Markdown("### Import")
                 upload = gr.UploadButton("Upload config", file_types=[".json"], file_count="single",
@@ -66,7 +69,14 @@ def build_config_tab(services: Services) -> gr.Tab:
 
     def export(include, superseded=None):
         retire(superseded)  # the file the button offered until now (maybe with tokens) is not needed
-        return gr.DownloadButton(value=export_once(services, bool(include)))
+        return gr.DownloadButton(value=export_once(services, bool(include)), interactive=True)
+
+    def first_export():
+        """Page loads write no export (each is a file that waits to be downloaded), unless the page opens on
+        this tab: a click on the tab is what writes the button's file. Gradio's DownloadButton cannot make its
+        file on the click that downloads it (with no file it downloads nothing)."""
+        start = portable.read_preferences(services.settings.db_dir)["ui"].get("start_tab")
+        return export(False) if tabs is None or start == "config" else gr.skip()
 
     def toggle(include, superseded):
         return gr.Markdown(visible=bool(include)), export(include, superseded)
@@ -75,7 +85,7 @@ def build_config_tab(services: Services) -> gr.Tab:
         try:
             report = portable.import_bytes(services, read_upload(guard, path), dry_run=True)
         except ConfigError as exc:
-            return (f"**Refused — nothing will be applied.**\n\n{redact(str(exc))}", gr.Button(interactive=False),
+            return (f"**Refused — nothing will be applied.**\n\n{md(redact(str(exc)))}", gr.Button(interactive=False),
                     None)
         return portable.summary(report), gr.Button(interactive=report["changes"] > 0), path
 
@@ -109,7 +119,7 @@ def build_config_tab(services: Services) -> gr.Tab:
     if tabs is not None and Context.root_block is not None:
         Context.root_block.load(open_start_tab, None, tabs, api_name="ui_open_start_tab", **private)
     if Context.root_block is not None:  # the button's first file (a callable value would be a public /lambda_N)
-        Context.root_block.load(lambda: export(False), None, download, api_name="ui_config_export_first", **private)
+        Context.root_block.load(first_export, None, download, api_name="ui_config_export_first", **private)
     include_tokens.change(toggle, [include_tokens, download], [warning, download], api_name="ui_config_tokens",
                           **private)
     # The file is rebuilt whenever the tab is opened, so it always holds the current state, and after

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from diffbox.markup import md
 from diffbox.services import Services
 
 # (source, model id, file; "" = the whole diffusers repo) — what the three workflows need, as published:
@@ -48,7 +49,7 @@ def build_first_run(services: Services) -> None:
             try:
                 services.downloads.request(source, model_id, file)
             except Exception as exc:  # noqa: BLE001 - a token or network problem: say which model, go on
-                failed.append(f"- `{model_id}`: {exc}")
+                failed.append(f"- `{model_id}`: {md(exc)}")
         done = len(RECOMMENDED) - len(failed)
         text = f"Queued {done} download(s): follow them in **Models → Downloads**; reload the page when they finish."
         return text + ("\n\nNot queued:\n" + "\n".join(failed) if failed else "")

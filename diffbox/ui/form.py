@@ -23,17 +23,44 @@ def component_for(param: Param) -> gr.Component:
         return gr.Checkbox(**common)
     if param.kind == "choice":
         return gr.Dropdown(choices=list(param.choices or ()), **common)
-    if param.kind == "seed":
-        return gr.Number(precision=0, minimum=-1, **common)
-    # A nullable number ("empty = the model's value") cannot be a slider: a slider has no empty state and
-    # would silently send its minimum.
-    if param.kind in ("int", "float") and param.minimum is not None and param.maximum is not None \
-            and not param.nullable:
-        step = param.step or (1 if param.kind == "int" else 0.01)
-        return gr.Slider(minimum=param.minimum, maximum=param.maximum, step=step, **common)
-    if param.kind in ("int", "float"):
-        return gr.Number(precision=0 if param.kind == "int" else None, **common)
+    if param.kind in ("int", "float") and param.nullable:
+        # Gradio 6.31's Number turns an empty value into 0 as soon as it is drawn (its frontend sets
+        # `value ??= 0`, placeholder or not), so "empty = the model's value" would silently become 0 the
+        # moment its accordion opens. A one-line text box keeps empty as empty; the spec parses the number.
+        return gr.Textbox(lines=1, max_lines=1, placeholder="empty = the model's own value",
+                          **{**common, "value": shown_value(param.default, nullable=True)})
+    if param.kind in ("int", "float", "seed"):
+        # A plain Number, not a Slider and without Gradio's minimum/maximum/precision: a slider clamps a
+        # typed 0 to its minimum, Gradio's bounds answer "Value 0 is less than minimum value 1." without
+        # naming the field, and precision=0 rounds 1.5 to 2, all silently or half-said. The spec's own
+        # check names the field and its range; the range is shown beside the help up front.
+        step = param.step or (1 if param.kind in ("int", "seed") else 0.01)
+        return gr.Number(step=step, **{**common, "info": _with_range(param)})
     return gr.JSON(label=param.title, value=param.default, elem_id=common["elem_id"])
+
+
+def _with_range(param: Param) -> str:
+    low, high = param.minimum, param.maximum
+    if low is not None and high is not None:
+        return f"{param.help} ({_number(low)} to {_number(high)})"
+    if low is not None:
+        return f"{param.help} (at least {_number(low)})"
+    if high is not None:
+        return f"{param.help} (at most {_number(high)})"
+    return param.help
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def shown_value(value: Any, nullable: bool) -> Any:
+    """What a nullable number's text box shows: "" for None (the model's value), else the number."""
+    if not nullable:
+        return value
+    if value is None:
+        return ""
+    return _number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def build_form(spec: ParamSpec, custom: dict[str, Callable[[Param], gr.Component]] | None = None,
@@ -69,8 +96,14 @@ def fill_components(fields: dict[str, gr.Component], loras) -> list[gr.Component
 def fill_updates(fields: dict[str, gr.Component], loras, params: dict | None) -> list:
     """Updates matching fill_components(); a key the params lack keeps the form's current value."""
     params = params or {}
-    updates = [params.get(name, gr.skip()) for name in fields if name != "loras"]
+    updates = [_for_component(component, params[name]) if name in params else gr.skip()
+               for name, component in fields.items() if name != "loras"]
     return updates + loras.from_list(params.get("loras", []))
+
+
+def _for_component(component: gr.Component, value: Any) -> Any:
+    # A nullable number lives in a text box (component_for says why): None is shown as an empty box.
+    return shown_value(value, nullable=True) if isinstance(component, gr.Textbox) else value
 
 
 def size_preset_picker(presets: dict[str, tuple[int, int]]) -> Callable:

@@ -5,7 +5,9 @@ serves a file written there in place — no copy in its cache, nothing under the
 `launch(allowed_paths=…)` need not widen. `hand_over(path)` then registers the file: it is deleted
 as soon as one GET of it through Gradio's file route has been answered in full (the middleware
 below watches for that), or EXPIRE_S after it was registered, whichever comes first; `retire(path)`
-shortens that to RETIRE_S for a file no longer offered.
+shortens that to RETIRE_S for a file no longer offered. One sweeper thread deletes files whose
+time is up (not a timer per file), and at most MAX_PENDING files wait at once: registering one more
+deletes the one closest to its end, so repeated exports cannot pile up threads or folders.
 
 Only whole reads count, so nothing reads a handed-over file without using it up: a HEAD is answered
 405, a Range request gets the whole file (200, then it is gone), and while one GET is being answered
@@ -25,12 +27,15 @@ from gradio.utils import get_upload_folder
 
 EXPIRE_S = 600.0
 RETIRE_S = 30.0
+MAX_PENDING = 64  # far more than one user's open Config tabs; the oldest goes first
 PREFIX = "diffbox-handover-"
 FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")
 
-_pending: set[str] = set()
+_pending: dict[str, float] = {}  # file → time.monotonic() at which it is deleted
 _sending: set[str] = set()  # pending files a GET is being answered with right now
 _lock = threading.Lock()
+_changed = threading.Condition(_lock)  # a file was registered or its time shortened
+_sweeper: threading.Thread | None = None
 PARTIAL_READS = (b"range", b"if-range")
 
 
@@ -42,7 +47,7 @@ def private_folder() -> Path:
 
 
 def _sweep(root: Path) -> None:
-    """Folders left by a run that was killed before its timers fired: gone once they are past EXPIRE_S."""
+    """Folders left by a run that was killed before its sweeper got to them: gone once past EXPIRE_S."""
     now = time.time()
     for folder in root.glob(PREFIX + "*"):
         try:
@@ -55,32 +60,51 @@ def _sweep(root: Path) -> None:
 def hand_over(path: Path | str) -> str:
     """Registers a file written in a private_folder(); returns its path for the handler to return."""
     real = os.path.realpath(path)
-    with _lock:
-        _pending.add(real)
-    _discard_later(real, EXPIRE_S)
+    with _changed:
+        _pending[real] = time.monotonic() + EXPIRE_S
+        crowded = sorted(_pending, key=_pending.__getitem__)[:max(0, len(_pending) - MAX_PENDING)]
+        _start_sweeper()
+        _changed.notify()
+    for old in crowded:
+        discard(old)
     return real
 
 
 def retire(path: str | None) -> None:
     """A file no longer offered (a newer export replaced it) goes after RETIRE_S, not at once: a
     download the browser started a moment ago must still finish."""
-    if path:
-        _discard_later(os.path.realpath(path), RETIRE_S)
+    real = os.path.realpath(path) if path else ""
+    with _changed:
+        if real in _pending:
+            _pending[real] = min(_pending[real], time.monotonic() + RETIRE_S)
+            _changed.notify()
 
 
-def _discard_later(path: str, seconds: float) -> None:
-    timer = threading.Timer(seconds, discard, [path])
-    timer.daemon = True
-    timer.start()
+def _start_sweeper() -> None:
+    global _sweeper
+    if _sweeper is None or not _sweeper.is_alive():
+        _sweeper = threading.Thread(target=_sweep_forever, name="diffbox-handover-sweeper", daemon=True)
+        _sweeper.start()
+
+
+def _sweep_forever() -> None:
+    while True:
+        with _changed:
+            now = time.monotonic()
+            due = [path for path, deadline in _pending.items() if deadline <= now]
+            if not due:
+                _changed.wait(min(_pending.values(), default=now + EXPIRE_S) - now)
+                continue
+        for path in due:
+            discard(path)
 
 
 def discard(path: str | None) -> None:
     """Deletes a handed-over file and its folder now; any other path is left alone."""
     real = os.path.realpath(path) if path else ""
     with _lock:
-        if real not in _pending:
+        if _pending.pop(real, None) is None:
             return
-        _pending.discard(real)
         _sending.discard(real)
     shutil.rmtree(os.path.dirname(real), ignore_errors=True)  # its private folder holds only this file
 
@@ -112,6 +136,8 @@ class OneShotDownloads:
 
     async def __call__(self, scope, receive, send):
         route = next((r for r in FILE_ROUTES if scope["type"] == "http" and scope["path"].startswith(r)), None)
+        if route and "\0" in scope["path"]:  # no file has such a name; realpath() would raise (a 500 and a traceback)
+            return await _refuse(send, 404, b"Not Found")
         path = os.path.realpath(scope["path"][len(route):]) if route else ""
         if route is None or not is_pending(path):
             return await self.app(scope, receive, send)

@@ -11,7 +11,9 @@ from diffbox.services import Services
 
 COLUMNS = ["job", "workflow", "status", "created", "waited", "run time", "seed", "outputs", "error"]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
-COLUMN_WIDTHS = ["200px", "90px", "95px", "160px", "75px", "80px", "110px", "75px", "260px"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# Wide enough that a job id (22 characters) and "qwen_edit" never break mid-word in the table's monospace font.
+COLUMN_WIDTHS = ["235px", "105px", "95px", "170px", "75px", "80px", "110px", "75px", "260px"]
 
 
 def history_rows(services: Services) -> list[list]:
@@ -43,10 +45,14 @@ def build_history_tab(services: Services):
     with gr.Row(equal_height=False):
         with gr.Column():
             preview = gr.Video(label="Output", visible=False, height=360, elem_id="history-video")
+            pictures = gr.Gallery(label="Output images", visible=False, height=360, columns=2, format="png",
+                                  interactive=False, elem_id="history-images")
             files = gr.File(label="Output files", file_count="multiple", interactive=False,
                             elem_id="history-files")
         with gr.Column():
             use_settings = gr.Button("Use these settings", elem_id="history-use-settings", interactive=False)
+            gr.Markdown("Refills the job's form. An SVI job also brings back its anchor image; image-to-video and "
+                        "Qwen jobs do not keep their input pictures.", elem_id="history-use-settings-note")
             details = gr.JSON(label="Job record", elem_id="history-details")
     selected = gr.State(None)
     timer = gr.Timer(5.0)
@@ -58,11 +64,13 @@ def build_history_tab(services: Services):
         row = event.row_value if event.row_value else None
         record = services.history.get(row[0]) if row else None
         if not record:
-            return gr.update(visible=False, value=None), None, None, None, gr.Button(interactive=False)
+            return (gr.update(visible=False, value=None), gr.update(visible=False, value=None), None, None, None,
+                    gr.Button(interactive=False))
         outputs = [p for p in record.get("outputs") or [] if Path(p).is_file()]
         video = next((p for p in outputs if p.lower().endswith(VIDEO_SUFFIXES)), None)
-        return (gr.update(visible=video is not None, value=video), outputs or None, record, record,
-                gr.Button(interactive=bool(record.get("params"))))
+        images = [p for p in outputs if p.lower().endswith(IMAGE_SUFFIXES)]
+        return (gr.update(visible=video is not None, value=video), gr.update(visible=bool(images), value=images),
+                outputs or None, record, record, gr.Button(interactive=bool(record.get("params"))))
 
     def toggle_timer(on: bool):
         return gr.Timer(active=on)
@@ -71,6 +79,6 @@ def build_history_tab(services: Services):
     refresh.click(refresh_rows, None, table, api_name="ui_history_refresh", **private)
     timer.tick(refresh_rows, None, table, api_name="ui_history_tick", show_progress="hidden", **private)
     auto.change(toggle_timer, auto, timer, api_name="ui_history_auto", **private)
-    table.select(show, None, [preview, files, details, selected, use_settings], api_name="ui_history_show",
+    table.select(show, None, [preview, pictures, files, details, selected, use_settings], api_name="ui_history_show",
                  **private)
     return use_settings, selected

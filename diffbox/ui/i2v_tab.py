@@ -10,7 +10,9 @@ from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
-from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, status_line, stop_running, submit_or_explain
+from diffbox.ui.image_checks import check_image_uploads
+from diffbox.ui.jobs import (GPU_EVENT, failed, follow, job_status, not_started, raise_if_failed, status_line,
+                             stop_running, submit_or_explain)
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.ui.uploads import UploadGuard
@@ -67,12 +69,12 @@ def build_i2v_tab(services: Services) -> I2VTab:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
+            presets_slot = gr.Column()  # the presets bar goes here, above the form, once the form exists
             image = gr.Image(label="Start image", type="filepath", sources=["upload", "clipboard"],
                              elem_id="i2v-image", height=300)
             with gr.Accordion("Last frame (optional)", open=False):
                 end_image = gr.Image(label="End image", type="filepath", sources=["upload", "clipboard"],
                                      elem_id="i2v-end-image", height=220)
-            presets_slot = gr.Column()  # the presets bar goes here once the form exists
             fields = build_form(spec, custom={"model": model_dropdown, "width": width_with_presets,
                                               "loras": lora_rows})
         with gr.Column(scale=1):
@@ -99,25 +101,31 @@ def build_i2v_tab(services: Services) -> I2VTab:
 
     async def ui_i2v(image_path, end_image_path, *values, progress=gr.Progress()):
         params = values_to_params(names, values)
-        job = await submit_or_explain(lambda: services.submit_i2v(params, guard.file(image_path, "image"),
-                                                                  guard.file(end_image_path, "end_image")))
-        notes: list[str] = []
         skip = gr.skip()
+        try:
+            job = await submit_or_explain(lambda: services.submit_i2v(params, guard.file(image_path, "image"),
+                                                                      guard.file(end_image_path, "end_image")))
+        except gr.Error as refusal:  # the video on screen stays; the status says why nothing started
+            yield skip, skip, not_started(refusal), skip, skip
+            raise
+        notes: list[str] = []
         yield skip, None, f"Job `{job.id}` waiting for the GPU…", skip, job.id
         async for event in follow(job, progress):
             if isinstance(event, OutputEvent) and event.kind == "preview":
                 yield skip, event.data, skip, skip, skip
             elif isinstance(event, OutputEvent) and event.kind == "note":
                 notes.append(event.data)
-                yield skip, skip, _status(job.id, "", notes), skip, skip
+                yield skip, skip, job_status(job.id, "", notes), skip, skip
             elif isinstance(event, ProgressEvent) and event.step is None:
-                yield skip, skip, _status(job.id, event.text, notes), skip, skip
+                yield skip, skip, job_status(job.id, event.text, notes), skip, skip
             elif isinstance(event, FinishedEvent):
-                raise_if_failed(event)
+                status_text = job_status(job.id, status_line(event), notes)
+                if failed(event):  # the last video stays on screen; the status line and a toast say why
+                    yield skip, skip, status_text, skip, None
+                    raise_if_failed(event)
                 result = event.result
                 path = result.outputs[0] if result and result.outputs else None
-                yield path, skip, _status(job.id, status_line(event), notes), \
-                    (result.metadata if result else None), None
+                yield path, skip, status_text, (result.metadata if result else None), None
 
     size_preset = size_preset_picker(presets)
     from_file = settings_file_loader("i2v", "image-to-video", tab.fill, len(tab.fill_outputs))
@@ -129,18 +137,17 @@ def build_i2v_tab(services: Services) -> I2VTab:
     generate.click(
         ui_i2v, [image, end_image, *fields.values()], [video, preview, status, metadata, running_job],
         api_name="ui_i2v", api_visibility="private", **GPU_EVENT,
-        show_progress_on=[video],
+        # Progress and errors are drawn on the status line only: an error badge on the video would hide
+        # the last result, which a refused or failed job must leave on screen.
+        show_progress_on=[status],
     )
+    # Queued, as every event that may answer with gr.Info/gr.Warning: Gradio drops them from unqueued ones.
     stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_i2v_stop",
-               api_visibility="private", queue=False)
+               api_visibility="private", queue=True, show_progress="hidden")
     holder["preset"].change(size_preset, holder["preset"], [fields["width"], fields["height"]],
                             api_name="ui_i2v_size", api_visibility="private", queue=False)
     settings_file.upload(settings_from_file, settings_file, tab.fill_outputs, api_name="ui_i2v_settings_file",
-                         api_visibility="private", queue=False)
+                         api_visibility="private", queue=True)
+    check_image_uploads(image, guard, "Start image", "ui_i2v_image_check")
+    check_image_uploads(end_image, guard, "End image", "ui_i2v_end_image_check")
     return tab
-
-
-def _status(job_id: str, text: str, notes: list[str]) -> str:
-    lines = [f"Job `{job_id}`: {text}" if text else f"Job `{job_id}`"]
-    lines += [f"- {note}" for note in notes]
-    return "\n".join(lines)

@@ -19,6 +19,7 @@ import gradio as gr
 
 from diffbox.engine.runner import Event, FinishedEvent, Job, ProgressEvent, QueueFull
 from diffbox.logs import redact
+from diffbox.markup import md
 from diffbox.params import InvalidParams
 from diffbox.store import CANCELLED, FAILED, WriteFailed, describe_storage_error
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Every GPU event: no Gradio limit, because the job runner is the queue (engine/runner.py says why).
 GPU_EVENT = {"concurrency_id": "gpu", "concurrency_limit": None}
+# More than eight numbers in a row, and the parenthesis that may follow them (merged into the summary's).
+LONG_NUMBER_LIST = re.compile(r"(?P<values>-?\d+(?:\.\d+)?(?:, -?\d+(?:\.\d+)?){8,})(?P<aside> \()?")
 # An absolute path (not a URL's): messages show only its last part, never an internal upload folder.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s'\"/:;,()\[\]]+/)+([^\s'\"/:;,()\[\]]+)")
 
@@ -89,8 +92,12 @@ async def follow(job: Job, progress: gr.Progress | None = None) -> AsyncIterator
             job.cancel()
 
 
+def failed(finished: FinishedEvent) -> bool:
+    return finished.status == FAILED
+
+
 def raise_if_failed(finished: FinishedEvent) -> None:
-    if finished.status == FAILED:
+    if failed(finished):
         raise gr.Error(public_message(finished.error or "the job failed"), title="Job failed")
 
 
@@ -98,8 +105,31 @@ def status_line(finished: FinishedEvent) -> str:
     if finished.status == CANCELLED:
         return "Stopped. Nothing after the current step was computed."
     if finished.status == FAILED:
-        return f"Failed: {public_message(finished.error or '')}"
+        return f"Failed: {md(public_message(finished.error or 'the job failed'))}"
     return "Done."
+
+
+def not_started(refusal: gr.Error) -> str:
+    """The status line for a job that was refused before it started (the toast says the same)."""
+    return f"Not started. {md(refusal.message)}"
+
+
+def job_status(job_id: str, text: str, notes: list[str]) -> str:
+    """The status box: "Job <id>: <what it is doing>", then the job's notes, each on one short line."""
+    lines = [f"Job `{job_id}`: {text}" if text else f"Job `{job_id}`"]
+    lines += [f"- {md(status_note(note))}" for note in notes]
+    return "\n".join(lines)
+
+
+def status_note(note: str) -> str:
+    """A job-log note as the status box shows it: a long run of numbers (the 200 timesteps of a 200-step
+    job) becomes its first and last value and a count, so Generate and Stop stay where they were; the job
+    log keeps the note whole."""
+    def shorten(match: re.Match) -> str:
+        values = match.group("values").split(", ")
+        summary = f"{values[0]} … {values[-1]} ({len(values)} in all"
+        return summary + ("; " if match.group("aside") else ")")
+    return LONG_NUMBER_LIST.sub(shorten, note)
 
 
 def stop_running(cancel: Callable[[str], bool]) -> Callable[[str | None], None]:
@@ -110,5 +140,6 @@ def stop_running(cancel: Callable[[str], bool]) -> Callable[[str | None], None]:
         if job_id:
             cancel(job_id)
         else:
-            gr.Info("Nothing to stop yet: the job is still being checked; press Stop again in a moment.")
+            gr.Info("Nothing to stop: no job from this page is running yet (one still being checked can be "
+                    "stopped a moment later).")
     return stop

@@ -27,7 +27,8 @@ class LoraRows:
                 with gr.Row(equal_height=True):
                     name = gr.Dropdown([NONE, *choices()], value=NONE, label=f"LoRA {index + 1}", scale=3,
                                        elem_id=f"{elem_prefix}-name-{index}")
-                    weights = [gr.Number(value=1.0, label=labels[e], minimum=-4, maximum=4, step=0.05, scale=1,
+                    # No Gradio minimum/maximum: its refusal would not say which box; the spec's does.
+                    weights = [gr.Number(value=1.0, label=labels[e], step=0.05, scale=1,
                                          elem_id=f"{elem_prefix}-{e}-{index}") for e in experts]
                 self.rows.append((name, *weights))
         self.state = gr.State([])

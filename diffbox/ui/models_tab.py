@@ -17,6 +17,7 @@ from diffbox.hub import HubError
 from diffbox.hub.library import BASE_MODELS, UNKNOWN
 from diffbox.hub.library import KINDS as KIND_NAMES
 from diffbox.logs import redact
+from diffbox.markup import code, md, plain
 from diffbox.services import Services
 
 PRIVATE = {"api_visibility": "private", "queue": False}
@@ -90,7 +91,7 @@ def library_rows(services: Services) -> list[list]:
 
 
 def _fail(title: str, exc: Exception):
-    raise gr.Error(redact(str(exc)), title=title) from None
+    raise gr.Error(plain(redact(str(exc))), title=title) from None  # a hub's answer may be quoted in it
 
 
 def build_models_tab(services: Services) -> None:
@@ -130,7 +131,7 @@ def _search_panel(services: Services) -> None:
             _fail("Search failed", exc)
         found = (previous or []) + page.results
         notes = " ".join(page.notes)
-        line = f"{len(found)} result(s). " + (notes if notes else "")
+        line = f"{len(found)} result(s). " + (md(notes) if notes else "")
         return found, page.cursors, line.strip(), gr.update(visible=any(page.cursors.values()))
 
     def run_more(q, s, k, b, o, n, previous, previous_cursors):
@@ -173,8 +174,8 @@ def _search_panel(services: Services) -> None:
                             download_id = hub.downloads.request(result["source"], model_id, file or "")
                         except HubError as exc:
                             _fail("Cannot download", exc)
-                        gr.Info(f"Queued {result['name']}: follow it in Models → Downloads")
-                        return f"Queued **{html.escape(result['name'])}** (download `{download_id}`)."
+                        gr.Info(f"Queued {plain(result['name'])}: follow it in Models → Downloads")
+                        return f"Queued **{md(result['name'])}** (download {code(download_id)})."
 
                     def toggle(found_now, index=index):
                         result = dict(found_now[index])
@@ -217,14 +218,14 @@ def _downloads_panel(services: Services) -> None:
             record = getattr(hub.downloads, action)(download_id)
         except HubError as exc:
             _fail(f"Cannot {action}", exc)
-        return download_rows(services), f"`{download_id}` is now **{record['state']}**."
+        return download_rows(services), f"{code(download_id)} is now **{record['state']}**."
 
     def request(src, mid, f):
         try:
             download_id = hub.downloads.request(src, mid, f)
         except HubError as exc:
             _fail("Cannot download", exc)
-        return download_rows(services), f"Queued download `{download_id}`."
+        return download_rows(services), f"Queued download {code(download_id)}."
 
     timer.tick(lambda: download_rows(services), None, table, api_name="ui_hub_downloads_tick",
                show_progress="hidden", **PRIVATE)
@@ -266,14 +267,14 @@ def _library_panel(services: Services) -> None:
         except (KeyError, ValueError) as exc:
             _fail("Cannot change the model", exc)
         model = hub.library.get(model_name)
-        return library_rows(services), f"`{model_name}` is a **{model.kind}** for **{model.base_model}**."
+        return library_rows(services), f"{code(model_name)} is a **{model.kind}** for **{md(model.base_model)}**."
 
     def toggle_pin(model_name):
         model = hub.library.get(model_name) if model_name else None
         if model is None:
             raise gr.Error("Select a model in the table first.", title="Nothing selected")
         hub.pin(model.source, model.model_id, not model.pinned)
-        return library_rows(services), f"`{model_name}` {'unpinned' if model.pinned else 'pinned'}."
+        return library_rows(services), f"{code(model_name)} {'unpinned' if model.pinned else 'pinned'}."
 
     def refresh():
         hub.library.refresh()

@@ -16,8 +16,22 @@ front of Gradio, its CORS middleware included, and:
   (gradio_client, curl, a page's own GET) passes: browsers add Origin to every request from another
   site that could change something or read the answer.
 - turns every cookie's SameSite=None (or no SameSite) into Lax, so a request from another site
-  never carries the login (top-level navigation still does, so links to the app keep working);
-- refuses GET /logout coming from another site (Sec-Fetch-Site), so no page can log the owner out;
+  never carries the login (top-level navigation still does, so links to the app keep working).
+  Not Strict: the two differ only on a link from another *site* (with Strict, the owner arriving from
+  the RunPod console would have to log in again), and such a navigation can only show the owner the
+  app. A same-site page (another pod) gets the cookie with either, so the next rule keeps it out;
+- refuses every request another site's page made (Sec-Fetch-Site `same-site` or `cross-site`) unless it
+  opens the app in a tab or window (Sec-Fetch-Mode `navigate` + Sec-Fetch-Dest `document`), or carries
+  an allowed origin. `proxy.runpod.net` and `gradio.live` are not on the Public Suffix List, so another
+  pod or share link is the *same site* as the owner's: its frames, `<img>` and `<script>` GETs carry
+  the Lax login cookie and no Origin. Refused, they can neither frame the logged-in app (clickjacking)
+  nor use an output's load/error as an oracle. Clients that send no Sec-Fetch headers (gradio_client,
+  curl, browsers older than 2023) are judged by Origin alone;
+- says on every response that only the app's own pages may frame it (X-Frame-Options SAMEORIGIN and
+  CSP frame-ancestors 'self'): a frame's request carries no Origin, so an allowed origin could not be
+  told apart from another pod's page, and no origin may frame the app;
+- refuses GET /logout coming from another site (Sec-Fetch-Site), even as a link, so no page can log the
+  owner out;
 - on a loopback bind answers only when Host names this machine (localhost, 127.0.0.0/8, [::1]) or
   an allowed origin's host: a rebinding name pointed at 127.0.0.1 gets 403.
 
@@ -41,6 +55,7 @@ from diffbox.settings import DEFAULT_PORTS, parse_origin
 HOST_HEADER = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
 SAME_SITE = re.compile(r";\s*samesite\s*=\s*([^;]*)", re.IGNORECASE)
 FOREIGN_FETCH = ("cross-site", "same-site")  # Sec-Fetch-Site values of a request another site's page made
+FRAME_HEADERS = [(b"x-frame-options", b"SAMEORIGIN"), (b"content-security-policy", b"frame-ancestors 'self'")]
 REFUSED_ORIGIN = b"Refused: this request came from a page that is not this app's own (see DIFFBOX_ALLOWED_ORIGINS)."
 REFUSED_HOST = b"Refused: this app answers only to localhost here (see DIFFBOX_ALLOWED_ORIGINS)."
 
@@ -93,6 +108,10 @@ class OriginPolicy:
         return parsed is not None and (names_this_machine(parsed[0]) or
                                        any(parsed[0] == name for _, name, _ in self.allowed))
 
+    def allowed_origin(self, origin: str | None) -> bool:
+        """One of the origins allowed besides the app's own address (DIFFBOX_ALLOWED_ORIGINS, the share link…)."""
+        return origin is not None and parse_origin(origin) in self.allowed
+
     def origin_ok(self, origin: str, host: str | None, forwarded_host: str | None) -> bool:
         parsed = parse_origin(origin)
         if parsed is None:  # "null" (a sandboxed frame, a file:// page) or garbage
@@ -134,19 +153,28 @@ class OriginGuard:
         if origin is not None and not self.policy.origin_ok(origin, _header(scope, b"host"),
                                                            _header(scope, b"x-forwarded-host")):
             return await _refuse(scope, send, REFUSED_ORIGIN)
-        if (scope["type"] == "http" and scope["path"].rstrip("/").endswith("/logout")
-                and _header(scope, b"sec-fetch-site") in FOREIGN_FETCH):
+        foreign = _header(scope, b"sec-fetch-site") in FOREIGN_FETCH
+        if foreign and scope["type"] == "http" and scope["path"].rstrip("/").endswith("/logout"):
+            return await _refuse(scope, send, REFUSED_ORIGIN)
+        if foreign and not opens_a_page(scope) and not self.policy.allowed_origin(origin):
             return await _refuse(scope, send, REFUSED_ORIGIN)
         if scope["type"] == "websocket":
             return await self.app(scope, receive, send)
 
         async def same_site_cookies(message):
             if message["type"] == "http.response.start":
-                message["headers"] = [(k, lax_cookie(v) if k.lower() == b"set-cookie" else v)
-                                      for k, v in message.get("headers") or []]
+                message["headers"] = [*((k, lax_cookie(v) if k.lower() == b"set-cookie" else v)
+                                        for k, v in message.get("headers") or []), *FRAME_HEADERS]
             await send(message)
 
         await self.app(scope, receive, same_site_cookies)
+
+
+def opens_a_page(scope) -> bool:
+    """A top-level navigation (a link, a typed address, a bookmark): the page it opens is the user's to see,
+    not the page that linked to it."""
+    return (scope["type"] == "http" and _header(scope, b"sec-fetch-mode") == "navigate"
+            and _header(scope, b"sec-fetch-dest") == "document")
 
 
 async def _refuse(scope, send, text: bytes) -> None:
@@ -154,7 +182,7 @@ async def _refuse(scope, send, text: bytes) -> None:
         await send({"type": "websocket.close", "code": 1008})
         return
     await send({"type": "http.response.start", "status": 403,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"vary", b"Origin")]})
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"vary", b"Origin"), *FRAME_HEADERS]})
     await send({"type": "http.response.body", "body": text})
 
 

@@ -16,6 +16,7 @@ from gradio.context import Context
 
 from diffbox import portable
 from diffbox.config import PRESET_FIELDS, ConfigDoc, ConfigError, _Errors, clean_params
+from diffbox.markup import code, md, plain
 from diffbox.presets import PresetError, check
 from diffbox.services import Services
 
@@ -64,7 +65,7 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
     def current(label):
         preset = services.presets.get(workflow, _name(label))
         if preset is None:
-            raise gr.Error(f"choose a preset first (there is no {workflow} preset {_name(label)!r})",
+            raise gr.Error(plain(f"choose a preset first (there is no {workflow} preset {_name(label)!r})"),
                            title="No preset")
         return preset
 
@@ -73,11 +74,13 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         try:
             checked, notes = check({k: v for k, v in preset.items() if k in PRESET_FIELDS}, services.specs)
         except ConfigError as exc:
-            raise gr.Error(f"preset {preset['name']!r} does not fit this diffbox: {exc}", title="Preset refused")
+            raise gr.Error(plain(f"preset {preset['name']!r} does not fit this diffbox: {exc}"), title="Preset refused")
         missing = _missing_models(services, checked)
-        lines = [f"Loaded **{checked['name']}**. {checked.get('description', '')}".strip(), *notes]
+        # A preset may come from someone else's config: its name, description and notes are shown as text.
+        lines = [f"Loaded **{md(checked['name'])}**. {md(checked.get('description', ''))}".strip(),
+                 *(md(note) for note in notes)]
         if missing:
-            lines.append(f"It needs models that are not in the library: {', '.join(missing)} — "
+            lines.append(f"It needs models that are not in the library: {', '.join(map(code, missing))} — "
                          "click *Download its models*.")
         return [*fill(checked["params"]), "\n\n".join(lines)]
 
@@ -86,21 +89,21 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         try:
             preset, _ = check({"workflow": workflow, "name": preset_name, "params": params}, services.specs)
         except ConfigError as exc:
-            raise gr.Error(str(exc).removeprefix("config refused, nothing was applied: "),
+            raise gr.Error(plain(str(exc).removeprefix("config refused, nothing was applied: ")),
                            title="Preset not saved") from None
         previous = services.presets.get(workflow, preset["name"])
         if previous and not previous.get("shipped"):
             preset["models"] = previous.get("models", [])  # re-saving keeps the models it pins
         services.presets.save(preset)
         label = preset["name"]
-        return gr.Dropdown(choices=labels(services, workflow), value=label), f"Saved preset **{label}**."
+        return gr.Dropdown(choices=labels(services, workflow), value=label), f"Saved preset **{md(label)}**."
 
     def on_delete(label):
         try:
             services.presets.delete(workflow, _name(label))
         except PresetError as exc:
-            raise gr.Error(str(exc), title="Not deleted") from None
-        return gr.Dropdown(choices=labels(services, workflow), value=None), f"Deleted preset **{_name(label)}**."
+            raise gr.Error(plain(exc), title="Not deleted") from None
+        return gr.Dropdown(choices=labels(services, workflow), value=None), f"Deleted preset **{md(_name(label))}**."
 
     def on_fetch(label):
         preset = current(label)
@@ -113,7 +116,7 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         spec, errors = services.specs[workflow], _Errors()
         clean = clean_params(dict(zip(names, values)), "form", workflow, services.specs, errors)
         if clean is None:
-            raise gr.Error(str(ConfigError(errors)).removeprefix("config refused, nothing was applied: "),
+            raise gr.Error(plain(str(ConfigError(errors)).removeprefix("config refused, nothing was applied: ")),
                            title="Defaults not saved")
         changed = {k: v for k, v in clean.items() if v != spec[k].default}
         if not changed:

@@ -10,7 +10,9 @@ from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
-from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, status_line, stop_running, submit_or_explain
+from diffbox.ui.image_checks import check_image_uploads, gallery_paths_checked, image_problem
+from diffbox.ui.jobs import (GPU_EVENT, failed, follow, job_status, not_started, raise_if_failed, status_line,
+                             stop_running, submit_or_explain)
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.ui.uploads import UploadGuard
@@ -158,23 +160,29 @@ def build_qwen_tab(services: Services) -> QwenTab:
     async def ui_qwen_edit(gallery, editor_value, file_path, control_path, *values, progress=gr.Progress()):
         params = values_to_params(names, values)
         mask = chosen_mask(editor_value, file_path) if params.get("mode") == "inpaint" else None
-        job = await submit_or_explain(lambda: services.submit_qwen_edit(
-            params, guard.files(_paths(gallery), "images"), guard.mask(mask),
-            guard.file(control_path, "control_image")))
-        notes: list[str] = []
         skip = gr.skip()
+        try:
+            job = await submit_or_explain(lambda: services.submit_qwen_edit(
+                params, guard.files(_paths(gallery), "images"), guard.mask(mask),
+                guard.file(control_path, "control_image")))
+        except gr.Error as refusal:  # the results on screen stay; the status says why nothing started
+            yield skip, not_started(refusal), skip, skip
+            raise
+        notes: list[str] = []
         yield skip, f"Job `{job.id}` waiting for the GPU…", skip, job.id
         async for event in follow(job, progress):
             if isinstance(event, OutputEvent) and event.kind == "note":
                 notes.append(event.data)
-                yield skip, _status(job.id, "", notes), skip, skip
+                yield skip, job_status(job.id, "", notes), skip, skip
             elif isinstance(event, ProgressEvent) and event.step is None:
-                yield skip, _status(job.id, event.text, notes), skip, skip
+                yield skip, job_status(job.id, event.text, notes), skip, skip
             elif isinstance(event, FinishedEvent):
-                raise_if_failed(event)
+                status_text = job_status(job.id, status_line(event), notes)
+                if failed(event):  # the last results stay on screen; the status line and a toast say why
+                    yield skip, status_text, skip, None
+                    raise_if_failed(event)
                 result = event.result
-                yield (result.outputs if result else skip), _status(job.id, status_line(event), notes), \
-                    (result.metadata if result else None), None
+                yield (result.outputs if result else skip), status_text, (result.metadata if result else None), None
 
     def preview_mask(editor_value, file_path, invert_value, feather_value):
         """What the job will use: the sketch if anything is painted, else the uploaded file."""
@@ -193,8 +201,9 @@ def build_qwen_tab(services: Services) -> QwenTab:
             return None
 
     def references_changed(gallery):
-        paths = _paths(gallery)
-        return _editor_over(paths[0] if paths else None), None
+        # The editor draws the first readable picture (a file that is none is being taken out by its check).
+        first = next((path for path in _paths(gallery) if image_problem(guard, path, "image") is None), None)
+        return _editor_over(first), None
 
     def remove_selected(gallery, index):
         paths = _paths(gallery)
@@ -205,12 +214,17 @@ def build_qwen_tab(services: Services) -> QwenTab:
     def send_to_input(gallery, index):
         paths = _paths(gallery)
         if not paths:
-            gr.Warning("No result yet.")
+            gr.Warning("No result yet: generate first, then pick the result to edit further.")
             return gr.skip()
         return [paths[index if index is not None and 0 <= index < len(paths) else 0]]
 
     def remember(evt: gr.SelectData):
         return evt.index
+
+    def inpaint_matches_input(mode):
+        """Inpaint repaints part of the picture shown in the mask editor, so by default its output keeps that
+        picture's size; width × height would crop and scale it (640×480 at 1024² loses its sides)."""
+        return True if mode == "inpaint" else gr.skip()
 
     size_preset = size_preset_picker(presets)
     from_file = settings_file_loader("qwen_edit", "Qwen-Image-Edit", tab.fill, len(tab.fill_outputs))
@@ -224,10 +238,13 @@ def build_qwen_tab(services: Services) -> QwenTab:
         ui_qwen_edit, [references, editor, mask_file, control_image, *fields.values()],
         [results, status, metadata, running_job],
         api_name="ui_qwen_edit", api_visibility="private", **GPU_EVENT,
-        show_progress_on=[results],
+        # Progress and errors are drawn on the status line only: an error badge on the results would hide
+        # them, and a refused or failed job must leave them on screen.
+        show_progress_on=[status],
     )
-    stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_qwen_edit_stop",
-               api_visibility="private", queue=False)
+    # Events that may answer with gr.Info/gr.Warning are queued: Gradio drops them from unqueued ones.
+    queued = {"api_visibility": "private", "queue": True, "show_progress": "hidden"}
+    stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_qwen_edit_stop", **queued)
     references.change(references_changed, references, [editor, selected_ref], api_name="ui_qwen_refs", **private)
     references.select(remember, None, selected_ref, api_name="ui_qwen_ref_select", **private)
     remove_ref.click(remove_selected, [references, selected_ref], [references, selected_ref],
@@ -236,16 +253,21 @@ def build_qwen_tab(services: Services) -> QwenTab:
     mask_inputs = [editor, mask_file, invert, feather]
     # A brush stroke fires the editor's input/apply, not change (seen in Chromium with Gradio 6.31).
     mask_events = [editor.change, editor.input, editor.apply, mask_file.change, invert.change, feather.change]
-    gr.on(mask_events, preview_mask, mask_inputs, mask_preview,
-          api_name="ui_qwen_mask_preview", show_progress="hidden", **private)
+    gr.on(mask_events, preview_mask, mask_inputs, mask_preview, api_name="ui_qwen_mask_preview", **queued)
     clear_mask.click(lambda gallery: (_editor_over((_paths(gallery) or [None])[0]), None), references,
                      [editor, mask_file], api_name="ui_qwen_clear_mask", **private)
     results.select(remember, None, selected_result, api_name="ui_qwen_result_select", **private)
-    send.click(send_to_input, [results, selected_result], references, api_name="ui_qwen_send", **private)
+    send.click(send_to_input, [results, selected_result], references, api_name="ui_qwen_send", **queued)
     holder["preset"].change(size_preset, holder["preset"], [fields["width"], fields["height"]],
                             api_name="ui_qwen_size", **private)
     settings_file.upload(settings_from_file, settings_file, tab.fill_outputs, api_name="ui_qwen_settings_file",
-                         **private)
+                         **queued)
+    # .input, not .change: a refill (preset, History, a dropped PNG) sets both fields as they were saved.
+    fields["mode"].input(inpaint_matches_input, fields["mode"], fields["match_input_size"],
+                         api_name="ui_qwen_inpaint_size", **private)
+    references.upload(gallery_paths_checked(guard, "Reference image", _paths), references, references,
+                      api_name="ui_qwen_refs_check", preprocess=False, **queued)
+    check_image_uploads(control_image, guard, "Control image", "ui_qwen_control_check")
     return tab
 
 
@@ -254,9 +276,3 @@ def _size_of(path: str) -> tuple[int, int]:
 
     with Image.open(path) as image:
         return image.size
-
-
-def _status(job_id: str, text: str, notes: list[str]) -> str:
-    lines = [f"Job `{job_id}`: {text}" if text else f"Job `{job_id}`"]
-    lines += [f"- {note}" for note in notes]
-    return "\n".join(lines)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import gradio as gr
 
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
+from diffbox.markup import plain
 from diffbox.services import Services
 from diffbox.ui.form import build_form, fill_components, fill_updates, values_to_params
-from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, status_line, stop_running, submit_or_explain
+from diffbox.ui.image_checks import check_image_uploads
+from diffbox.ui.jobs import (GPU_EVENT, follow, not_started, raise_if_failed, status_line, stop_running,
+                             submit_or_explain)
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.ui.uploads import UploadGuard
@@ -17,6 +21,11 @@ from diffbox.workflows import svi
 from diffbox.workflows.outputs import STREAMING_NEEDS_FFMPEG, streaming_tools_missing
 
 NONE = ""
+# What a distill LoRA's file is usually called (LightX2V, Wan2.2-Lightning, CausVid): the distill preset
+# picks such a file when the form names none.
+DISTILL_NAME = re.compile(r"lightx2v|lightning|distill|causvid", re.IGNORECASE)
+# Extend continues the saved video, so its size is the video's: the form's width and height are not sent.
+EXTEND_KEEPS = ("width", "height")
 
 
 @dataclass
@@ -26,18 +35,22 @@ class SVITab:
     fields: dict
     loras: LoraRows
     extend_job: gr.Textbox
+    image: gr.Image
     services: Services
 
     @property
     def fill_outputs(self) -> list:
-        return [*fill_components(self.fields, self.loras), self.extend_job]
+        return [*fill_components(self.fields, self.loras), self.extend_job, self.image]
 
     def fill(self, params: dict | None, job_id: str | None = None) -> list:
-        """Updates that put saved params into the form (and the job to continue into Extend)."""
+        """Updates that put saved params into the form; for an earlier job also its id (Extend continues
+        it) and its anchor image, which every SVI job keeps beside its video."""
         params = dict(params or {})
         if isinstance(params.get("prompts"), list):
             params["prompts"] = "\n".join(params["prompts"])
-        return fill_updates(self.fields, self.loras, params) + [job_id or gr.skip()]
+        anchor = self.services.settings.outputs_dir / job_id / svi.ANCHOR_FILE if job_id else None
+        return fill_updates(self.fields, self.loras, params) + [
+            job_id or gr.skip(), str(anchor) if anchor and anchor.is_file() else gr.skip()]
 
     def lora_choices(self) -> list[str]:
         return [NONE, *(l.name for l in self.services.loras(svi.BASE_MODEL))]
@@ -81,18 +94,21 @@ def build_svi_tab(services: Services) -> SVITab:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            presets_slot = gr.Column()  # the presets bar goes here once the form exists
+            presets_slot = gr.Column()  # the presets bar goes here, above the form, once the form exists
             image = gr.Image(label="Anchor image", type="filepath", sources=["upload", "clipboard"],
                              elem_id="svi-image", height=300)
             fields = build_form(spec, custom={"model": model_dropdown, "prompts": prompts_box, "loras": lora_rows,
                                               "svi_lora_high": lora_file, "svi_lora_low": lora_file,
                                               "distill_lora": lora_file})
-            distill = gr.Button("Distill preset (6 steps, CFG 1, Euler)", size="sm", elem_id="svi-distill-preset")
+            distill = gr.Button("Distill preset (6 steps, CFG 1, Euler, a distill LoRA)", size="sm",
+                                elem_id="svi-distill-preset")
         with gr.Column(scale=1):
             if streaming_tools_missing():
                 gr.Markdown(f"**Note:** {STREAMING_NEEDS_FFMPEG}", elem_id="svi-ffmpeg-note")
             stream = gr.Video(label="Live: each clip as it finishes", streaming=True, autoplay=True,
                               elem_id="svi-stream", height=360)
+            preview = gr.Image(label="Live preview of the clip being made (latents, no decode)", interactive=False,
+                               height=140, elem_id="svi-preview", format="png")
             status = gr.Markdown(elem_id="svi-status")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="svi-generate")
@@ -103,13 +119,14 @@ def build_svi_tab(services: Services) -> SVITab:
             with gr.Accordion("Extend an earlier video", open=False):
                 extend_job = gr.Textbox(label="Job to continue", elem_id="svi-extend-job",
                                         info="An SVI job id (History → Use these settings fills it). Extend "
-                                             "continues that video from its saved latents with the prompts above.")
+                                             "continues that video from its saved latents with the prompts above, "
+                                             "at the video's own size (the form's width and height are not used).")
                 extend = gr.Button("Extend", elem_id="svi-extend")
             with gr.Accordion("Metadata", open=False):
                 metadata = gr.JSON(label="Saved with the video", elem_id="svi-metadata")
 
     names = list(fields)
-    tab = SVITab(names, fields, holder["loras"], extend_job, services)
+    tab = SVITab(names, fields, holder["loras"], extend_job, image, services)
     with presets_slot:
         build_presets_bar(services, "svi", fields, tab.fill, tab.fill_outputs)
 
@@ -122,44 +139,69 @@ def build_svi_tab(services: Services) -> SVITab:
 
     can_stream = not streaming_tools_missing()  # without them Gradio's stream fails the whole update
 
-    async def stream_job(job):
-        shown: list[str] = []
+    async def stream_job(start):
         skip = gr.skip()
-        yield None, [], f"Job `{job.id}` waiting for the GPU…", None, None, job.id
+        try:
+            job = await submit_or_explain(start)
+        except gr.Error as refusal:  # what is on screen stays; the status says why nothing started
+            yield skip, skip, skip, not_started(refusal), skip, skip, skip
+            raise
+        shown: list[str] = []
+        yield None, None, [], f"Job `{job.id}` waiting for the GPU…", None, None, job.id
         async for event in follow(job):
             if isinstance(event, OutputEvent) and event.kind == "clip":
                 shown.append(event.path)
-                yield event.path if can_stream else skip, list(shown), skip, skip, skip, skip
+                yield event.path if can_stream else skip, skip, list(shown), skip, skip, skip, skip
+            elif isinstance(event, OutputEvent) and event.kind == "preview":
+                yield skip, event.data, skip, skip, skip, skip, skip
             elif isinstance(event, ProgressEvent):
-                yield skip, skip, f"Job `{job.id}`: {event.text}", skip, skip, skip
+                yield skip, skip, skip, f"Job `{job.id}`: {event.text}", skip, skip, skip
             elif isinstance(event, FinishedEvent):
-                raise_if_failed(event)
                 result = event.result
                 path = result.outputs[0] if result and result.outputs else None
                 kept = f" {len(shown)} clip(s) kept and stitched." if shown else ""
-                yield skip, skip, f"Job `{job.id}`: {status_line(event)}{kept}", path, \
-                    (result.metadata if result else None), None
+                # A failed run keeps its finished clips too: show them, then say why it ended.
+                yield skip, skip, skip, f"Job `{job.id}`: {status_line(event)}{kept}", path or skip, \
+                    (result.metadata if result else skip), None
+                raise_if_failed(event)
 
     guard = UploadGuard(services.settings.outputs_dir)
 
     async def ui_svi(image_path, *values):
-        job = await submit_or_explain(lambda: services.submit_svi(to_params(values), guard.file(image_path, "image")))
-        async for update in stream_job(job):
+        async for update in stream_job(lambda: services.submit_svi(to_params(values), guard.file(image_path, "image"))):
             yield update
 
     async def ui_svi_extend(job_id, *values):
-        job = await submit_or_explain(lambda: services.submit_svi_extend((job_id or "").strip(), to_params(values)))
-        async for update in stream_job(job):
+        params = {k: v for k, v in to_params(values).items() if k not in EXTEND_KEEPS}
+        async for update in stream_job(lambda: services.submit_svi_extend((job_id or "").strip(), params)):
             yield update
 
+    def distill_preset(chosen: str):
+        """The distill numbers only make sense with a distill LoRA: one is picked from the library when the
+        form names none, and without one nothing changes and the user is told what is missing."""
+        lora = chosen or next((name for name in tab.lora_choices() if DISTILL_NAME.search(name)), None)
+        if not lora:
+            gr.Warning("The distill preset needs a distill LoRA (LightX2V or Wan2.2-Lightning), and the library "
+                       "has none: download one (Models tab), then choose it under Advanced → Distill lora. "
+                       "Nothing was changed: 6 steps at CFG 1 without it give a blurred video.",
+                       title="No distill LoRA")
+            return [gr.skip()] * (len(preset_fields) + 1)
+        gr.Info(plain(f"Distill preset: 6 Euler steps at CFG 1 with {lora}."))
+        return [*(svi.DISTILL_PRESET[name] for name in preset_fields), lora]
+
     running_job = gr.State(None)  # the job this page started, for Stop
-    outputs = [stream, clips, status, video, metadata, running_job]
-    gpu = {**GPU_EVENT, "api_visibility": "private"}
+    outputs = [stream, preview, clips, status, video, metadata, running_job]
+    # Progress and errors are drawn on the status line only: error badges on the player, the clips and the
+    # stitched video would hide the last results, which a refused or failed job must leave on screen.
+    gpu = {**GPU_EVENT, "api_visibility": "private", "show_progress_on": [status]}
     generate.click(ui_svi, [image, *fields.values()], outputs, api_name="ui_svi", **gpu)
     extend.click(ui_svi_extend, [extend_job, *fields.values()], outputs, api_name="ui_svi_extend", **gpu)
-    stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_svi_stop", api_visibility="private", queue=False)
+    # Queued, as every event that may answer with gr.Info/gr.Warning: Gradio drops them from unqueued ones.
+    stop.click(stop_running(services.runner.cancel), running_job, None, api_name="ui_svi_stop",
+               api_visibility="private", queue=True, show_progress="hidden")
     preset_fields = list(svi.DISTILL_PRESET)
-    distill.click(lambda: [svi.DISTILL_PRESET[name] for name in preset_fields], None,
-                  [fields[name] for name in preset_fields], api_name="ui_svi_distill", api_visibility="private",
-                  queue=False)
+    distill.click(distill_preset, fields["distill_lora"], [*(fields[name] for name in preset_fields),
+                                                           fields["distill_lora"]],
+                  api_name="ui_svi_distill", api_visibility="private", queue=True, show_progress="hidden")
+    check_image_uploads(image, guard, "Anchor image", "ui_svi_image_check")
     return tab

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from diffbox import __version__
 from diffbox.engine import tuning
 from diffbox.engine.loras import LoraRequest, file_sha256
+from diffbox.engine.preview import video_latents_to_strip
 from diffbox.engine.runner import Cancelled, JobContext, JobResult
 from diffbox.params import InvalidParams, Param, SEED_MAX
 from diffbox.store import WriteFailed, likely_cause
@@ -377,6 +378,10 @@ def run(ctx: JobContext, pipe, job: SVIInput, model_name: str, loras: list[LoraR
         return JobResult(outputs=[str(video), *map(str, clips), *([str(state)] if state.exists() else [])],
                          metadata=metadata)
 
+    def preview(step: int, tensors: dict) -> None:
+        if p["preview_every"] and step % p["preview_every"] == 0 and "latents" in tensors:
+            ctx.output("preview", data=video_latents_to_strip(tensors["latents"]))
+
     k = 0
     try:
         while total is None or k < total:
@@ -390,7 +395,7 @@ def run(ctx: JobContext, pipe, job: SVIInput, model_name: str, loras: list[LoraR
                 height=p["height"], width=p["width"], num_frames=p["num_frames"], num_inference_steps=steps,
                 guidance_scale=p["guidance_scale"], guidance_scale_2=p["guidance_scale_2"] if two_experts else None,
                 generator=torch.Generator("cpu").manual_seed(seed),
-                callback_on_step_end=ctx.step_callback(steps, stage=stage), output_type="latent",
+                callback_on_step_end=ctx.step_callback(steps, stage=stage, on_step=preview), output_type="latent",
             ).frames.float().cpu()
             ctx.progress(f"{stage}, decoding")
             frames = decode(view, latents)
