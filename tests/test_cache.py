@@ -360,3 +360,127 @@ def test_the_default_cache_still_works_without_arguments(wan):
     assert cache.loaded() == [str(wan.resolve())]
     cache.close()
     assert cache.loaded() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Host RAM: the container's limit, the projection, the refusal, and a measured load
+# ---------------------------------------------------------------------------------------------
+
+
+def fake_proc(tmp_path, cgroup_line: str, total_gib=1024, available_gib=900):
+    (tmp_path / "cgroup").write_text(cgroup_line + "\n")
+    (tmp_path / "meminfo").write_text(f"MemTotal: {total_gib * 1024**2} kB\nMemAvailable: {available_gib * 1024**2} kB\n")
+    return dict(proc_cgroup=tmp_path / "cgroup", meminfo=tmp_path / "meminfo", cgroup_root=tmp_path / "sys")
+
+
+def test_host_ram_is_the_cgroup_v2_limit_not_the_machines(tmp_path):
+    from diffbox.engine.host_memory import host_ram_status
+
+    paths = fake_proc(tmp_path, "0::/pod/app")
+    root = paths["cgroup_root"]
+    (root / "pod" / "app").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory\n")
+    (root / "pod" / "memory.max").write_text(f"{46 * GiB}\n")  # the pod's limit, one level up
+    (root / "pod" / "memory.current").write_text(f"{20 * GiB}\n")
+    (root / "pod" / "memory.stat").write_text(f"anon {12 * GiB}\ninactive_file {6 * GiB}\n")
+    (root / "pod" / "app" / "memory.max").write_text("max\n")
+    status = host_ram_status(**paths)
+    assert (status.total_bytes, status.free_bytes) == (46 * GiB, 46 * GiB - 14 * GiB)  # page cache counts as free
+
+
+def test_host_ram_reads_cgroup_v1_and_a_namespaced_path(tmp_path):
+    from diffbox.engine.host_memory import host_ram_status
+
+    paths = fake_proc(tmp_path, "4:memory:/process_api/abc", available_gib=10)
+    memory = paths["cgroup_root"] / "memory"
+    memory.mkdir(parents=True)  # the path printed does not exist under the mount: the mount is the container's
+    (memory / "memory.limit_in_bytes").write_text(f"{64 * GiB}\n")
+    (memory / "memory.usage_in_bytes").write_text(f"{8 * GiB}\n")
+    (memory / "memory.stat").write_text(f"cache {3 * GiB}\ntotal_inactive_file {2 * GiB}\n")
+    status = host_ram_status(**paths)
+    assert (status.total_bytes, status.free_bytes) == (64 * GiB, 10 * GiB)  # the machine has less free: it wins
+    (memory / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # v1's "no limit"
+    assert host_ram_status(**paths).total_bytes == 1024 * GiB
+
+
+@pytest.mark.parametrize("vram, ram, expected", [
+    (80, 32, ("gpu", "native")),            # each expert goes to the GPU as it loads: 26.7 GB peak on the host
+    (48, 128, ("model_offload", "native")),
+    (48, 48, ("gpu", "fp8")),               # model offload would keep 64 GB of bf16 weights on the host
+    (24, 64, ("model_offload", "fp8")),     # 38 GB kept, 40.3 GB while the second expert loads
+    (24, 32, None),                         # refused before loading, with the numbers
+])
+def test_host_ram_decides_the_placement_at_real_size(wan22_a14b, vram, ram, expected):
+    from diffbox.engine.memory import HostMemoryError
+
+    estimates = functools.partial(estimate_components, wan22_a14b, "bfloat16")
+    host = MemoryStatus("cpu", ram * GiB, ram * GiB)
+    if expected is None:
+        with pytest.raises(HostMemoryError) as refused:
+            choose_placement(estimates, cuda_with(vram), 4 * GiB, host=host)
+        assert re.fullmatch(r"Not enough RAM: the smallest placement that fits the 24\.0 GB free on the GPU \(model CPU "
+                            r"offload, fp8 weights\) needs 40\.\d GB of host RAM \(steady 38\.\d GB, 40\.\d GB while "
+                            r"loading\), but only 32\.0 GB of 32\.0 GB is free; nothing was loaded\..*", str(refused.value))
+        return
+    placement = choose_placement(estimates, cuda_with(vram), 4 * GiB, host=host)
+    assert (placement.mode, placement.weights) == expected
+    assert placement.projected_bytes <= vram * GiB and placement.host_bytes <= ram * GiB
+    if (vram, ram) == (48, 48):
+        assert placement.reason.endswith("not model CPU offload: it needs 64.2 GB of RAM, 48.0 GB is free")
+
+
+def test_group_offload_pins_only_when_the_second_copy_fits(wan22_a14b):
+    estimates = functools.partial(estimate_components, wan22_a14b, "bfloat16")
+    roomy = choose_placement(estimates, cuda_with(80), GiB, mode="group_offload", host=MemoryStatus("cpu", 0, 200 * GiB))
+    tight = choose_placement(estimates, cuda_with(80), GiB, mode="group_offload", host=MemoryStatus("cpu", 0, 80 * GiB))
+    assert roomy.pin_memory and not tight.pin_memory
+    assert roomy.host_bytes > 2 * 63 * GiB and 64 * GiB < tight.host_bytes < 70 * GiB  # two copies, or one
+
+
+def test_a_model_no_ram_can_hold_is_refused_before_loading(wan):
+    from diffbox.engine.memory import HostMemoryError
+
+    loader = CountingLoader()
+    cache = tiny_cache(10 * GiB, loader=loader, ram_probe=lambda: MemoryStatus("cpu", 4096, 1024))  # the demo: ~100 KB
+    with pytest.raises(HostMemoryError, match=r"^wan22-i2v: Not enough RAM: .* needs \d+ KB of host RAM .* but "
+                                              r"only 1 KB of 4 KB is free; nothing was loaded"):
+        cache.get(wan)
+    assert loader.calls == [] and cache.loaded() == []
+
+
+MEASURE_LOAD = """
+import json, sys
+from diffbox.engine.cache import GiB, MemoryStatus, ModelCache, SimulatedMemory
+from diffbox.engine.host_memory import PeakRss
+cache = ModelCache(memory_probe=SimulatedMemory(24 * GiB), min_reserve_bytes=0, idle_unload_s=None,
+                   ram_probe=lambda: MemoryStatus("cpu", 64 * GiB, 64 * GiB))
+with PeakRss() as peak:
+    loaded = cache.get(sys.argv[1], dtype="bfloat16", weights="fp8", placement="model_offload")
+print(json.dumps({"peak": peak.added_bytes, "projected": loaded.placement.host_bytes,
+                  "bf16_experts": sum(loaded.estimates("native")[n].total_bytes for n in ("transformer", "transformer_2"))}))
+"""
+
+
+def test_loading_holds_no_more_host_ram_than_projected(wan, tmp_path):
+    """Two float32 experts (~115 MB each) loaded in bf16 and stored in fp8, in a fresh process: the peak of
+    its own memory (RssAnon) stays within the projection, below both experts in bf16 at once."""
+    import subprocess
+    import sys
+
+    from diffusers import WanTransformer3DModel
+
+    from diffbox.demo import WAN_TRANSFORMER
+
+    folder = tmp_path / "wan-big-experts"
+    shutil.copytree(wan, folder)
+    config = {**WAN_TRANSFORMER, "num_attention_heads": 8, "attention_head_dim": 128, "ffn_dim": 4096, "num_layers": 3}
+    for seed, name in enumerate(("transformer", "transformer_2")):
+        torch.manual_seed(seed)
+        shutil.rmtree(folder / name)
+        WanTransformer3DModel(**config).save_pretrained(folder / name, max_shard_size="40MB")
+    assert len(list((folder / "transformer").glob("*.safetensors"))) > 2
+    run = subprocess.run([sys.executable, "-c", MEASURE_LOAD, str(folder)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert figures["peak"] <= 1.15 * figures["projected"], figures
+    assert figures["projected"] < 0.8 * figures["bf16_experts"] < figures["peak"] * 1.2, figures

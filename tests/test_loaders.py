@@ -347,3 +347,79 @@ def test_a_model_source_names_its_files_in_a_fixed_order(tmp_path):
     one = ModelSource(tmp_path, {"transformer_2": "b.gguf", "transformer": "a.gguf"})
     assert one == ModelSource(tmp_path, {"transformer": "a.gguf", "transformer_2": "b.gguf"})
     assert one.key == f"{tmp_path}+transformer=a.gguf+transformer_2=b.gguf"
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 experts: converted once, kept next to the model, used on later loads
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fp32_wan(wan, tmp_path, monkeypatch):
+    """A copy of the demo Wan (float32 experts), with the size floor for keeping a copy lifted."""
+    from diffbox.engine import kept_copies
+
+    monkeypatch.setattr(kept_copies, "MIN_SOURCE_BYTES", 0)
+    folder = tmp_path / "wan-fp32"
+    shutil.copytree(wan, folder)
+    return folder
+
+
+def header_dtypes(file) -> set[str]:
+    from diffbox.engine.memory import read_safetensors_header
+
+    return {dtype for dtype, _ in read_safetensors_header(file).values()}
+
+
+def test_a_float32_expert_is_converted_once_and_kept(fp32_wan, monkeypatch):
+    from diffusers import WanTransformer3DModel
+
+    from diffbox.engine import kept_copies
+
+    pipe = load_pipeline(fp32_wan, dtype="bfloat16")
+    kept = fp32_wan / "transformer" / ".kept-bfloat16"
+    files = list(kept.glob("*.safetensors"))
+    assert len(files) == 1 and header_dtypes(files[0]) == {"BF16", "F32"}  # time embedder & co. stay float32
+    assert (kept / "config.json").read_text() == (fp32_wan / "transformer" / "config.json").read_text()
+    assert json.loads((kept / "source.json").read_text())["files"][0][0] == "diffusion_pytorch_model.safetensors"
+    assert not list((fp32_wan / "transformer").glob(".kept-writing-*"))
+    # exactly what loading the float32 files in bf16 gives
+    direct = WanTransformer3DModel.from_pretrained(fp32_wan, subfolder="transformer_2", dtype=torch.bfloat16)
+    for name, value in direct.state_dict().items():
+        assert torch.equal(value, pipe.transformer_2.state_dict()[name]), name
+        assert value.dtype == pipe.transformer_2.state_dict()[name].dtype, name
+
+    def no_conversion(*args):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(kept_copies, "_convert", no_conversion)
+    again = load_pipeline(fp32_wan, dtype="bfloat16")
+    assert torch.equal(again.transformer.blocks[0].ffn.net[2].weight, pipe.transformer.blocks[0].ffn.net[2].weight)
+    tiny_video(again)
+
+
+def test_a_changed_source_is_converted_again(fp32_wan):
+    load_pipeline(fp32_wan, dtype="bfloat16")
+    shard = fp32_wan / "transformer" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(shard)
+    tensors["proj_out.bias"] = torch.full_like(tensors["proj_out.bias"], 0.5)
+    save_file(tensors, shard, metadata={"format": "pt"})
+    pipe = load_pipeline(fp32_wan, dtype="bfloat16")
+    assert torch.equal(pipe.transformer.proj_out.bias, torch.full_like(pipe.transformer.proj_out.bias, 0.5))
+
+
+def test_no_copy_without_room_and_no_half_copy_on_a_failed_write(fp32_wan, monkeypatch):
+    from diffbox.engine import kept_copies
+
+    monkeypatch.setattr(kept_copies, "MIN_FREE_AFTER", 1 << 60)  # no disk can hold it
+    assert load_pipeline(fp32_wan, dtype="bfloat16").transformer.dtype == torch.bfloat16
+    assert not (fp32_wan / "transformer" / ".kept-bfloat16").exists()
+    monkeypatch.setattr(kept_copies, "MIN_FREE_AFTER", 0)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(kept_copies, "save_file", disk_full)
+    assert load_pipeline(fp32_wan, dtype="bfloat16").transformer.dtype == torch.bfloat16  # the float32 files
+    assert [p.name for p in (fp32_wan / "transformer").iterdir() if p.name.startswith(".")] == []
+    assert load_pipeline(fp32_wan, dtype="float32").transformer.dtype == torch.float32  # no copy for float32

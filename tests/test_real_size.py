@@ -285,3 +285,32 @@ def test_the_svi_view_shares_the_real_size_experts_without_a_cast(real):
     assert {name: dtypes(getattr(pipe, name)) for name in names} == before
     assert set(before["vae"].values()) == {torch.float32} and view.config.boundary_ratio == 0.9
     assert all(p.device.type == "meta" for name in names for p in getattr(pipe, name).parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# The sizes the pod plan declares are these estimates
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_pod_plans_loaded_sizes_are_the_header_estimates_at_real_size(real):
+    """engine/published.py declares each component's loaded size (total, outside the blocks, largest block and
+    layer) so the pod plan needs no files; here every one is the app's header estimate of the real shapes."""
+    from diffbox.engine.memory import estimate_components
+    from diffbox.engine.published import LOADED
+
+    for (model, component, dtype, weights), declared in LOADED.items():
+        estimate = estimate_components(real[model], "bfloat16", weights, component_dtypes={"vae": dtype})[component]
+        assert estimate == declared, (model, component, dtype, weights)
+
+
+def test_the_published_file_sizes_agree_with_the_shapes(real):
+    from diffbox.engine import published
+
+    wan_te = sum(f.bytes for f in published.WAN_BASE if f.path.startswith("text_encoder/model-"))
+    assert wan_te == PUBLISHED[("wan", "text_encoder", "bfloat16")]
+    fp16 = published.WAN_EXPERTS["fp16"]["transformer"].bytes
+    assert fp16 == pytest.approx(28.6e9, abs=0.05e9)  # the hub's figure for Comfy-Org's fp16 expert
+    qwen = sum(f.bytes for f in published.QWEN_TRANSFORMERS["bf16"]["transformer"] if f.path.endswith(".safetensors"))
+    assert qwen == pytest.approx(PUBLISHED[("qwen", "transformer", "bfloat16")], rel=0.001)
+    assert sum(f.bytes for f in published.QWEN_BASE if "text_encoder/model-" in f.path) == pytest.approx(
+        PUBLISHED[("qwen", "text_encoder", "bfloat16")], rel=0.002)

@@ -8,8 +8,13 @@ any model idle longer than ``idle_unload_s`` is unloaded. Every decision is one 
 job log and the UI (``log=``). After each job the measured peak VRAM is recorded next to the
 projection, and on CUDA out-of-memory ``more_conservative()`` re-places the model one rung lower.
 
-The memory probe is injectable: tests and CPU demos pass ``SimulatedMemory(24 * GiB)``, a pretend
-GPU whose free memory shrinks by what this cache keeps resident.
+Host RAM is part of every decision: a placement whose projected RAM (the weights it keeps on the
+host, and the peak while loading) does not fit the free RAM (the container's cgroup limit, not the
+machine's) is not used, idle models holding RAM are unloaded for it, and when none fits the job is
+refused before anything loads (HostMemoryError, a ValueError naming the numbers).
+
+The memory probes are injectable: tests and CPU demos pass ``SimulatedMemory(24 * GiB)``, a pretend
+GPU whose free memory shrinks by what this cache keeps resident, and a ``ram_probe`` likewise.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import threading
 import time
 import weakref
@@ -31,12 +35,13 @@ from diffusers import DiffusionPipeline
 
 from diffbox.engine import loaders
 from diffbox.engine.loaders import ModelSource
-from diffbox.engine.memory import (GiB, MODES, WEIGHTS, ComponentEstimate, MemoryStatus, Placement,
+from diffbox.engine.host_memory import host_ram_status, release_freed_memory
+from diffbox.engine.memory import (GiB, MODES, WEIGHTS, ComponentEstimate, HostMemoryError, MemoryStatus, Placement,
                                    activation_reserve, choose_placement, estimate_components, format_bytes,
                                    idle_vram_bytes, more_conservative_placement)
 
-__all__ = ["GiB", "LoadedPipeline", "MemoryStatus", "ModelCache", "ModelSource", "Placement", "SimulatedMemory",
-           "estimate_pipeline_bytes", "is_out_of_memory"]
+__all__ = ["GiB", "HostMemoryError", "LoadedPipeline", "MemoryStatus", "ModelCache", "ModelSource", "Placement",
+           "SimulatedMemory", "estimate_pipeline_bytes", "host_ram_probe", "is_out_of_memory"]
 
 logger = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -55,16 +60,8 @@ def cuda_memory_probe() -> MemoryStatus:
 
 
 def host_ram_probe() -> MemoryStatus:
-    """Host RAM: MemAvailable from /proc/meminfo (what can be had without swapping)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        total = int(fields["MemTotal"].split()[0]) * 1024
-        free = int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        page = os.sysconf("SC_PAGE_SIZE")
-        total = page * os.sysconf("SC_PHYS_PAGES")
-        free = page * os.sysconf("SC_AVPHYS_PAGES")
-    return MemoryStatus("cpu", total, free)
+    """Host RAM this process may use: MemAvailable, capped by the container's cgroup limit (host_memory.py)."""
+    return host_ram_status()
 
 
 def default_memory_probe() -> MemoryStatus:
@@ -228,7 +225,10 @@ class ModelCache:
             estimates = _Estimates(source, dname, vae_dname)
             reserve = activation_reserve(estimates("native"), min_bytes=self._min_reserve,
                                          fraction=self._reserve_fraction)
-            chosen = self._make_room(source.key, estimates, reserve, placement, weights, say)
+            try:
+                chosen = self._make_room(source.key, estimates, reserve, placement, weights, say)
+            except HostMemoryError as error:
+                raise HostMemoryError(f"{display_name(source.key)}: {error}") from None
             return self._load(source, torch_dtype, chosen, estimates, reserve, (weights, placement),
                               pipeline_class, say, vae_torch_dtype)
 
@@ -243,30 +243,39 @@ class ModelCache:
 
     def _make_room(self, name: str, estimates: _Estimates, reserve: int, mode: str, weights: str,
                    say: Log) -> Placement:
-        """Choose a placement, first unloading idle models (LRU) whose VRAM or RAM would let it be faster."""
+        """Choose a placement, first unloading idle models (LRU) whose VRAM or RAM would let it be faster,
+        or let it fit the RAM at all. HostMemoryError when it cannot fit even with every idle model gone."""
+        def choose(status: MemoryStatus, host: MemoryStatus) -> Placement | None:
+            try:
+                return choose_placement(estimates, status, reserve, mode=mode, weights=weights, host=host)
+            except HostMemoryError:
+                return None
+
         while True:
-            status = self._probe()
-            chosen = choose_placement(estimates, status, reserve, mode=mode, weights=weights)
+            status, host = self._probe(), self._ram_probe()
             idle = [e for e in self._entries.values() if not e.in_use]  # least recently used first
             holding_vram = [e for e in idle if e.idle_vram_bytes > 0]
-            if status.device == "cuda" and holding_vram:
+            holding_ram = [e for e in idle if e.host_bytes > 0]
+            chosen = choose(status, host)
+            if chosen is None and not holding_ram:  # nothing left to unload: refuse, naming the numbers
+                choose_placement(estimates, status, reserve, mode=mode, weights=weights, host=host)
+            if status.device == "cuda" and holding_vram and chosen is not None:
                 freeable = sum(e.idle_vram_bytes for e in holding_vram)
-                whole_gpu = MemoryStatus(status.device, status.total_bytes, status.free_bytes + freeable)
-                best = choose_placement(estimates, whole_gpu, reserve, mode=mode, weights=weights)
-                if (best.mode, best.weights) != (chosen.mode, chosen.weights):
+                best = choose(MemoryStatus(status.device, status.total_bytes, status.free_bytes + freeable), host)
+                if best is not None and (best.mode, best.weights) != (chosen.mode, chosen.weights):
                     victim = holding_vram[0]
                     self._drop(victim, say, f"Unloaded {display_name(victim.name)} to free "
                                             f"{format_bytes(victim.idle_vram_bytes)} of VRAM for "
                                             f"{display_name(name)}")
                     continue
-            # Loading reads every weight into RAM first (native size), whatever the placement.
-            need_ram = sum(c.total_bytes for c in estimates("native").values())
-            holding_ram = [e for e in idle if e.host_bytes > 0]
-            if holding_ram and need_ram > self._ram_probe().free_bytes:
-                victim = holding_ram[0]
-                self._drop(victim, say, f"Unloaded {display_name(victim.name)} to free "
-                                        f"{format_bytes(victim.host_bytes)} of RAM for {display_name(name)}")
-                continue
+            if holding_ram:
+                freeable = sum(e.host_bytes for e in holding_ram)
+                best = choose(status, MemoryStatus(host.device, host.total_bytes, host.free_bytes + freeable))
+                if chosen is None or (best is not None and (best.mode, best.weights) != (chosen.mode, chosen.weights)):
+                    victim = holding_ram[0]
+                    self._drop(victim, say, f"Unloaded {display_name(victim.name)} to free "
+                                            f"{format_bytes(victim.host_bytes)} of RAM for {display_name(name)}")
+                    continue
             if self._max_loaded and idle and len(self._entries) >= self._max_loaded:
                 self._drop(idle[0], say, f"Unloaded {display_name(idle[0].name)}: at most "
                                          f"{self._max_loaded} model(s) stay loaded")
@@ -279,8 +288,19 @@ class ModelCache:
         say(f"{display_name(source.key)}: {placement.reason}")
         started = time.perf_counter()
         pipe = None
+        stored: list[str] = []
+
+        def prepare(component: str, module: torch.nn.Module) -> None:
+            # Each denoiser takes its storage (and for "gpu" its place) before the next loads: projected_host.
+            if loaders.prepare_denoiser(module, placement.weights, placement.mode, torch_dtype):
+                stored.append(component)
+            release_freed_memory()
+
         try:
-            pipe = self._loader(source, dtype=torch_dtype, vae_dtype=vae_dtype, pipeline_class=pipeline_class)
+            pipe = self._loader(source, dtype=torch_dtype, vae_dtype=vae_dtype, pipeline_class=pipeline_class,
+                                prepare=prepare)
+            if stored:
+                say(f"{placement.weights} weight storage for {', '.join(stored)}, each as it loaded")
             self._place(pipe, placement, torch_dtype, estimates, say)
         except BaseException:
             pipe = None
@@ -301,9 +321,9 @@ class ModelCache:
         changed = loaders.apply_weights(pipe, placement.weights, torch_dtype)
         if changed:
             say(f"{placement.weights} weight storage for {', '.join(changed)}")
-        # Group offload with streams pins a copy of the weights; without the RAM for it, pin per transfer.
-        host = sum(c.total_bytes for c in estimates(placement.weights).values())
-        note = loaders.apply_placement(pipe, placement.mode, pin_memory=self._ram_probe().free_bytes > host)
+            release_freed_memory()
+        # Group offload with streams pins a copy of the weights when the placement's RAM projection allowed it.
+        note = loaders.apply_placement(pipe, placement.mode, pin_memory=placement.pin_memory)
         if note:
             say(note)
         if placement.vae_tiling and hasattr(getattr(pipe, "vae", None), "enable_tiling"):
@@ -344,8 +364,11 @@ class ModelCache:
             status = self._probe()
             if loaded.key in self._entries:  # its own resident weights are free for the retry
                 status = MemoryStatus(status.device, status.total_bytes, status.free_bytes + loaded.idle_vram_bytes)
+            host = self._ram_probe()
+            if loaded.key in self._entries:  # its own weights on the host are free for the retry too
+                host = MemoryStatus(host.device, host.total_bytes, host.free_bytes + loaded.host_bytes)
             nxt = more_conservative_placement(loaded.placement, loaded.estimates, status, loaded.reserve_bytes,
-                                              weights=loaded.requested[0])
+                                              weights=loaded.requested[0], host=host)
             if nxt is None:
                 say(f"No placement more conservative than {loaded.placement.label} is left for "
                     f"{display_name(loaded.name)}")
@@ -443,6 +466,7 @@ class ModelCache:
             "model": entry.name, "dtype": entry.key[1], "vae_dtype": entry.key[3], "weights": entry.placement.weights,
             "placement": entry.placement.mode, "reason": entry.placement.reason,
             "projected_bytes": entry.placement.projected_bytes, "budget_bytes": entry.placement.budget_bytes,
+            "projected_host_bytes": entry.placement.host_bytes,
             "measured_peak_bytes": entry.measured_peak_bytes, "idle_vram_bytes": entry.idle_vram_bytes,
             "host_bytes": entry.host_bytes, "components": {n: c.total_bytes for n, c in entry.components.items()},
             "load_s": round(entry.load_s, 3), "jobs": entry.jobs, "idle_s": round(now - entry.last_used, 1),

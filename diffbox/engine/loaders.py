@@ -21,6 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from diffusers import DiffusionPipeline
@@ -28,6 +29,7 @@ from diffusers import DiffusionPipeline
 from diffbox.engine.checkpoints import (checkpoint_keys, config_overrides, fp32_values,
                                         state_dict_for_diffusers)
 from diffbox.engine.compat import install_qwen_processor_compat
+from diffbox.engine.kept_copies import kept_copy, read_ahead
 from diffbox.engine.memory import (DEFAULT_SKIP_PATTERNS, GROUP_OFFLOAD_EXCLUDE, LOW_PRECISION_PREFIXES,
                                    MODE_LABELS, component_weight_files, read_safetensors_header)
 
@@ -177,25 +179,42 @@ def load_pipeline(
     vae_dtype: torch.dtype | str | None = None,
     pipeline_class: type | None = None,
     cache_dir: str | Path | None = None,
+    prepare: Callable[[str, torch.nn.Module], None] | None = None,
 ) -> DiffusionPipeline:
     """Load a pipeline onto the CPU from a folder, a cached repo id, or a ModelSource.
 
     ``vae_dtype`` loads the VAE alone in another dtype (None/"auto" = ``dtype``): diffusers
     recommends float32 for Wan's VAE under bf16 experts. ``pipeline_class`` overrides the class
     named in model_index.json, e.g. to open a Qwen-Image-Edit folder as QwenImageEditPlusPipeline.
+
+    ``prepare(name, module)`` is called on each denoiser as soon as it is loaded, before the next one
+    loads (the cache stores it in fp8 there, or moves it to the GPU): the host then never holds every
+    denoiser in the compute dtype at once, only the ones prepared so far plus the one loading.
     """
     install_qwen_processor_compat()
     source = resolve_source(path, cache_dir=cache_dir)
     index = read_model_index(source.base)  # fail early with a clear message instead of a hub lookup error
     dtype = resolve_dtype(dtype)
     vae = dtype if vae_dtype in (None, "auto") else resolve_dtype(vae_dtype)
-    # Components given as single files are loaded first and passed in, so from_pretrained never
-    # reads the base folder's copy of them.
-    replaced = {component: load_single_file(file, base=source.base, component=component,
-                                            dtype=vae if component == "vae" else dtype, index=index)
-                for component, file in source.files}
-    replaced = {**wan_experts_without_image_layers(source.base, index, dtype, skip=replaced),
-                **t5_tokenizer_as_saved(source.base, index), **replaced}
+    singles = dict(source.files)
+    fixed = experts_without_image_layers(source.base, index, skip=singles)
+    # Denoisers are loaded here one by one (prepare runs between them; a float32 one loads from its kept copy).
+    first = [name for name in [*singles, *index] if name in singles or name in fixed or _is_denoiser(index, name)]
+    first = list(dict.fromkeys(first))
+    # Components loaded here are passed in, so from_pretrained never reads the base folder's copy of them.
+    replaced = {}
+    for name in sorted(first, key=lambda name: not _is_denoiser(index, name)):
+        component_dtype = vae if name == "vae" else dtype
+        if name in singles:
+            module = load_single_file(singles[name], base=source.base, component=name, dtype=component_dtype,
+                                      index=index)
+        else:
+            module = _load_diffusers_component(source.base, index, name, component_dtype,
+                                               **fixed.get(name, {}))
+        if prepare is not None and _is_denoiser(index, name):
+            prepare(name, module)
+        replaced[name] = module
+    replaced = {**t5_tokenizer_as_saved(source.base, index), **replaced}
     # The concrete class, not DiffusionPipeline: the generic from_pretrained silently ignores
     # passed-in components (it checks kwargs against DiffusionPipeline's own, empty, signature).
     loader = pipeline_class or _pipeline_class(index)
@@ -205,14 +224,33 @@ def load_pipeline(
     return loader.from_pretrained(source.base, dtype=dtypes, local_files_only=True, **replaced)
 
 
-def wan_experts_without_image_layers(base: Path, index: dict, dtype: torch.dtype, *,
-                                     skip=()) -> dict[str, torch.nn.Module]:
-    """Wan I2V experts whose config names image-conditioning layers their weights do not have, loaded
-    without them. Wan 2.2 A14B has no image encoder, but one revision of its -Diffusers transformer config
-    carried Wan 2.1's ``image_dim`` / ``added_kv_proj_dim``; diffusers would then build those layers with
-    random weights and the pipeline would try to run an image encoder it does not have."""
-    from diffusers import WanTransformer3DModel
+def _is_denoiser(index: dict, name: str) -> bool:
+    entry = index.get(name)
+    return (name.startswith(LOW_PRECISION_PREFIXES) and isinstance(entry, list) and len(entry) == 2
+            and entry[0] == "diffusers")
 
+
+def _load_diffusers_component(base: Path, index: dict, name: str, dtype: torch.dtype, **config) -> torch.nn.Module:
+    """One diffusers model of the folder, as the pipeline's own from_pretrained would load it."""
+    import diffusers
+
+    class_name = index[name][1]
+    cls = getattr(diffusers, class_name, None)
+    if cls is None:
+        raise ValueError(f"{base / 'model_index.json'} names {class_name} for {name}, which this diffusers lacks")
+    kept = kept_copy(base / name, dtype, tuple(getattr(cls, "_keep_in_fp32_modules", None) or ()))
+    if kept is not None:  # float32 on disk: its copy in ``dtype``, written on the first load (kept_copies.py)
+        read_ahead(kept)
+        return cls.from_pretrained(kept, dtype=dtype, local_files_only=True, **config)
+    return cls.from_pretrained(base, subfolder=name, dtype=dtype, local_files_only=True, **config)
+
+
+def experts_without_image_layers(base: Path, index: dict, *, skip=()) -> dict[str, dict]:
+    """{expert: config overrides} for Wan I2V experts whose config names image-conditioning layers their
+    weights do not have: they are loaded without them. Wan 2.2 A14B has no image encoder, but one revision
+    of its -Diffusers transformer config carried Wan 2.1's ``image_dim`` / ``added_kv_proj_dim``; diffusers
+    would then build those layers with random weights and the pipeline would try to run an image encoder it
+    does not have."""
     if index.get("_class_name") != "WanImageToVideoPipeline" or any(index.get("image_encoder") or []):
         return {}
     experts = {}
@@ -225,8 +263,7 @@ def wan_experts_without_image_layers(base: Path, index: dict, dtype: torch.dtype
         if any(key.startswith("condition_embedder.image_embedder.") for file in component_weight_files(base / name)
                for key in read_safetensors_header(file)):
             continue  # the weights are there: a real Wan 2.1-style expert
-        experts[name] = WanTransformer3DModel.from_pretrained(base, subfolder=name, dtype=dtype, local_files_only=True,
-                                                              image_dim=None, added_kv_proj_dim=None)
+        experts[name] = {"image_dim": None, "added_kv_proj_dim": None}
     return experts
 
 
@@ -368,14 +405,38 @@ def apply_weights(pipe: DiffusionPipeline, weights: str, compute_dtype: torch.dt
                           "pip install torchao (a build matching this torch), or choose fp8")
     names = [name for name in low_precision_components(pipe) if stored_as(getattr(pipe, name)) == "native"]
     for name in names:
-        model = getattr(pipe, name)
-        if weights == "fp8":
-            # Upcast per layer for compute; diffusers skips norms, embeddings and the model's own list.
-            model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
-            _tell_peft_the_compute_dtype(model)
-        else:
-            _quantize_int8(model)
+        _store(getattr(pipe, name), weights, compute_dtype)
     return names
+
+
+def prepare_denoiser(model: torch.nn.Module, weights: str, mode: str, compute_dtype: torch.dtype) -> bool:
+    """What ``apply_weights`` and ``apply_placement`` would do to this one denoiser, done as soon as it is
+    loaded (see load_pipeline's ``prepare``): its weight storage, and for the "gpu" placement the move to
+    the GPU, so it leaves the host before the next one loads. True when its storage changed."""
+    from diffusers import ModelMixin
+
+    changed = False
+    if (weights != "native" and isinstance(model, ModelMixin) and getattr(model, "hf_quantizer", None) is None
+            and stored_as(model) == "native"):
+        if weights == "int8" and not torchao_available():
+            raise ImportError("int8 weights need torchao, which is not installed here; "
+                              "pip install torchao (a build matching this torch), or choose fp8")
+        _store(model, weights, compute_dtype)
+        changed = True
+    if mode == "gpu" and torch.cuda.is_available():
+        model.to("cuda")
+    return changed
+
+
+def _store(model: torch.nn.Module, weights: str, compute_dtype: torch.dtype) -> None:
+    if weights == "fp8":
+        # Upcast per layer for compute; diffusers skips norms, embeddings and the model's own list.
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+        _tell_peft_the_compute_dtype(model)
+    elif weights == "int8":
+        _quantize_int8(model)
+    else:
+        raise ValueError(f"unknown weights {weights!r}; expected native, fp8 or int8")
 
 
 def stored_as(model: torch.nn.Module) -> str:

@@ -6,8 +6,11 @@ Three parts, all pure (no torch tensors, no device calls) so they can be tested 
   be loaded in and with fp8/int8 weight storage where that applies, plus the shape facts the offload
   modes care about (the largest transformer block, the largest single layer);
 - project: the peak VRAM of each placement, from those estimates;
-- choose: the fastest rung of the placement ladder whose projection fits the free VRAM, with one
-  sentence saying which and why.
+- project: the host RAM of each placement too: the weights it keeps on the host, and the peak while
+  loading (see ``projected_host``);
+- choose: the fastest rung of the placement ladder whose projection fits the free VRAM and the free
+  host RAM, with one sentence saying which and why; when no rung fits the RAM, the job is refused
+  before a byte is loaded (``HostMemoryError``, naming the numbers).
 
 Sizes are shown in GiB labelled "GB": that is how cards are sold (a "24 GB" RTX 4090 has 24.0 GiB).
 """
@@ -91,6 +94,8 @@ class Placement:
     budget_bytes: int  # free bytes the decision was made against
     reason: str  # one sentence for the job log and the UI
     vae_tiling: bool = False  # set on an out-of-memory retry
+    host_bytes: int = 0  # peak host RAM projected (loading included); 0 when RAM was not considered
+    pin_memory: bool = True  # group offload: pin a copy of the weights up front (the RAM for it fits)
 
     @property
     def label(self) -> str:
@@ -356,6 +361,64 @@ def idle_vram_bytes(mode: str, components: dict[str, ComponentEstimate]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Project: host RAM of each placement
+# ---------------------------------------------------------------------------------------------
+
+
+class HostMemoryError(ValueError):
+    """No placement's projected host RAM fits: the job is refused before anything is loaded. Carries the
+    numbers of the placement that needs the least RAM: its label, its VRAM and RAM, and the RAM free."""
+
+    def __init__(self, message: str, *, label: str = "", vram_bytes: int = 0, host_bytes: int = 0,
+                 free_bytes: int = 0):
+        super().__init__(message)
+        self.label, self.vram_bytes, self.host_bytes, self.free_bytes = label, vram_bytes, host_bytes, free_bytes
+
+
+@dataclass(frozen=True)
+class HostProjection:
+    steady_bytes: int  # weights the placement keeps in host RAM between and during jobs
+    loading_bytes: int  # the most held at once while loading and placing
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.steady_bytes, self.loading_bytes)
+
+
+def projected_host(mode: str, loaded: dict[str, ComponentEstimate], native: dict[str, ComponentEstimate], *,
+                   pinned: bool = False) -> HostProjection:
+    """Host RAM of a placement, following how loaders.load_pipeline loads (tests/test_cache.py holds a real
+    load's peak RSS to it).
+
+    The denoisers load first, one at a time, each in the compute dtype (``native``; diffusers converts a
+    float32 checkpoint tensor by tensor, so no float32 copy is ever held: the source stays in the page
+    cache, which the kernel drops under pressure), and each is stored as its placement says (``loaded``:
+    fp8/int8) — and, for "gpu", moved to the GPU — before the next one loads. The other components load
+    together afterwards. Then the placement: "gpu" leaves nothing on the host; model and sequential
+    offload and the CPU keep every weight there; group offload keeps the streamed components there, twice
+    when ``pinned`` (diffusers pins a copy of every weight up front so transfers overlap compute).
+    """
+    denoisers = [name for name in loaded if name.startswith(LOW_PRECISION_PREFIXES)]
+    rest = [name for name in loaded if name not in denoisers]
+    kept = loading = 0
+    for name in denoisers:
+        loading = max(loading, kept + native[name].total_bytes)
+        kept += 0 if mode == "gpu" else loaded[name].total_bytes
+    loading = max(loading, kept + sum(native[name].total_bytes for name in rest))
+    everything = sum(c.total_bytes for c in loaded.values())
+    if mode == "gpu":
+        steady = 0
+    elif mode == "group_offload":
+        streamed = [c for c in loaded.values() if c.name not in GROUP_OFFLOAD_EXCLUDE]
+        weights = sum(c.total_bytes for c in streamed)
+        # unpinned, each group is pinned on its way to the GPU: the next one is prefetched meanwhile
+        steady = 2 * weights if pinned else weights + max((c.group_offload_peak for c in streamed), default=0)
+    else:
+        steady = everything
+    return HostProjection(steady, loading)
+
+
+# ---------------------------------------------------------------------------------------------
 # Choose: the fastest rung that fits
 # ---------------------------------------------------------------------------------------------
 
@@ -375,54 +438,127 @@ def candidate_rungs(mode: str = "auto", weights: str = "auto") -> list[tuple[str
     return rungs
 
 
+@dataclass(frozen=True)
+class _Rung:
+    mode: str
+    weights: str
+    vram: int
+    host: HostProjection | None
+    pinned: bool
+
+    @property
+    def label(self) -> str:
+        return placement_label(self.mode, self.weights)
+
+    @property
+    def host_bytes(self) -> int:
+        return self.host.peak_bytes if self.host else 0
+
+
+def _rung(mode: str, weights: str, estimates: Estimates, reserve: int, host: MemoryStatus | None,
+          streams: bool) -> _Rung:
+    loaded = estimates(weights)
+    vram = projected_peak(mode, loaded, reserve)
+    if host is None:
+        return _Rung(mode, weights, vram, None, streams)
+    native = estimates("native")
+    pinned = projected_host(mode, loaded, native, pinned=True) if mode == "group_offload" and streams else None
+    if pinned is not None and pinned.peak_bytes <= host.free_bytes:
+        return _Rung(mode, weights, vram, pinned, True)
+    return _Rung(mode, weights, vram, projected_host(mode, loaded, native), False)
+
+
+def _placement(rung: _Rung, budget: int, reason: str, *, vae_tiling: bool = False) -> Placement:
+    return Placement(rung.mode, rung.weights, rung.vram, budget, reason, vae_tiling, rung.host_bytes, rung.pinned)
+
+
+def _ram_note(skipped: list[_Rung], host: MemoryStatus | None) -> str:
+    if not skipped or host is None:
+        return ""
+    first = skipped[0]
+    return (f"; not {first.label}: it needs {format_bytes(first.host_bytes)} of RAM, "
+            f"{format_bytes(host.free_bytes)} is free")
+
+
+def _refuse(rungs: list[_Rung], host: MemoryStatus, gpu: MemoryStatus | None = None) -> HostMemoryError:
+    """The sentence for a job no placement can hold: the least RAM any placement needs (the least among
+    those that fit the GPU, when some do), against the free RAM."""
+    least = min(rungs, key=lambda rung: rung.host_bytes)
+    where = f"the smallest placement ({least.label})"
+    if gpu is not None:
+        where = f"the smallest placement that fits the {format_bytes(gpu.free_bytes)} free on the GPU ({least.label})"
+    return HostMemoryError(
+        f"Not enough RAM: {where} needs {format_bytes(least.host_bytes)} of host RAM (steady "
+        f"{format_bytes(least.host.steady_bytes)}, {format_bytes(least.host.loading_bytes)} while loading), but "
+        f"only {format_bytes(host.free_bytes)} of {format_bytes(host.total_bytes)} is free; nothing was loaded. "
+        "Free RAM (unload other models), use a pod with more RAM, or pick smaller weights (a GGUF or fp8 file)",
+        label=least.label, vram_bytes=least.vram, host_bytes=least.host_bytes, free_bytes=host.free_bytes)
+
+
 def choose_placement(estimates: Estimates, status: MemoryStatus, reserve: int, *, mode: str = "auto",
-                     weights: str = "auto") -> Placement:
-    """The first rung of the ladder whose projected peak fits ``status.free_bytes``.
+                     weights: str = "auto", host: MemoryStatus | None = None) -> Placement:
+    """The first rung of the ladder whose projected peak fits ``status.free_bytes`` (and, given ``host``,
+    whose projected host RAM fits ``host.free_bytes``).
 
     ``estimates(weights)`` gives the per-component estimate for a weight storage (it is asked only
-    for the storages it needs). Never raises for lack of memory: when nothing fits, the smallest
-    projection is returned with a reason that says it probably will not fit.
+    for the storages it needs). Short VRAM never raises: when nothing fits, the smallest projection
+    is returned with a reason that says it probably will not fit. Short RAM does (HostMemoryError):
+    a host out of memory is killed, not slowed down.
     """
     budget = status.free_bytes
+    streams = status.device == "cuda"
     if status.device != "cuda" or mode == "cpu":
         storage = "native" if weights == "auto" else weights
         why = "No CUDA GPU: running on the CPU" if status.device != "cuda" else "CPU (your choice)"
-        return Placement("cpu", storage, 0, budget, why)
-    projections = [(m, w, projected_peak(m, estimates(w), reserve)) for m, w in candidate_rungs(mode, weights)]
-    first_mode, first_weights, first_peak = projections[0]
-    chosen = next(((m, w, p) for m, w, p in projections if p <= budget), None)
-    forced = mode != "auto"
+        rung = _rung("cpu", storage, estimates, reserve, host, False)
+        if host is not None and rung.host_bytes > host.free_bytes:
+            raise _refuse([rung], host)
+        return _placement(rung, budget, why)
+    rungs = [_rung(m, w, estimates, reserve, host, streams) for m, w in candidate_rungs(mode, weights)]
+    fitting = [r for r in rungs if host is None or r.host_bytes <= host.free_bytes]
+    if not fitting:
+        raise _refuse(rungs, host)
+    on_gpu = [r for r in rungs if r.vram <= budget]
+    if on_gpu and not any(r in fitting for r in on_gpu):  # the GPU could hold it; the RAM cannot
+        raise _refuse(on_gpu, host, status)
+    first = rungs[0]
+    chosen = next((r for r in fitting if r.vram <= budget), None)
+    note = _ram_note([r for r in rungs[:rungs.index(chosen) if chosen else len(rungs)] if r not in fitting], host)
     if chosen is None:
-        m, w, p = min(projections, key=lambda rung: rung[2])
-        reason = (f"Projected {format_bytes(p)} > {format_bytes(budget)} free even with "
-                  f"{placement_label(m, w)}: trying it anyway; lower the resolution or frame count if it "
-                  "runs out of memory")
-        return Placement(m, w, p, budget, reason)
-    m, w, p = chosen
-    if (m, w) == (first_mode, first_weights):
-        suffix = " (your choice)" if forced else ""
-        reason = f"Projected {format_bytes(p)} ≤ {format_bytes(budget)} free: {placement_label(m, w)}{suffix}"
+        least = min(fitting, key=lambda rung: rung.vram)
+        reason = (f"Projected {format_bytes(least.vram)} > {format_bytes(budget)} free even with "
+                  f"{least.label}: trying it anyway; lower the resolution or frame count if it "
+                  f"runs out of memory{note}")
+        return _placement(least, budget, reason)
+    if chosen is first:
+        suffix = " (your choice)" if mode != "auto" else ""
+        reason = f"Projected {format_bytes(chosen.vram)} ≤ {format_bytes(budget)} free: {chosen.label}{suffix}"
     else:
-        reason = (f"Projected {format_bytes(first_peak)} > {format_bytes(budget)} free: "
-                  f"{placement_label(m, w)} (peak {format_bytes(p)})")
-    return Placement(m, w, p, budget, reason)
+        reason = (f"Projected {format_bytes(first.vram)} > {format_bytes(budget)} free: "
+                  f"{chosen.label} (peak {format_bytes(chosen.vram)}){note}")
+        if first.vram <= budget:  # the faster rungs fit the GPU: RAM ruled them out
+            reason = f"{chosen.label} (peak {format_bytes(chosen.vram)}){note}"
+    return _placement(chosen, budget, reason)
 
 
 def more_conservative_placement(current: Placement, estimates: Estimates, status: MemoryStatus, reserve: int,
-                                *, weights: str = "auto") -> Placement | None:
+                                *, weights: str = "auto", host: MemoryStatus | None = None) -> Placement | None:
     """For an out-of-memory retry: the fastest rung projected below ``current``; None if there is none.
 
     A rung that fits the (freshly probed) budget is preferred; otherwise the smallest one. A forced
-    placement is not honoured here (it just ran out of memory); forced weights are.
+    placement is not honoured here (it just ran out of memory); forced weights are. Given ``host``,
+    rungs whose host RAM does not fit are left out (a retry that gets the process killed is no retry).
     """
     if current.mode == "cpu":
         return None
-    lower = [(m, w, p) for m, w in candidate_rungs("auto", weights)
-             if (p := projected_peak(m, estimates(w), reserve)) < current.projected_bytes]
+    streams = status.device == "cuda"
+    lower = [r for m, w in candidate_rungs("auto", weights)
+             if (r := _rung(m, w, estimates, reserve, host, streams)).vram < current.projected_bytes
+             and (host is None or r.host_bytes <= host.free_bytes)]
     if not lower:
         return None
     budget = status.free_bytes
-    m, w, p = next(((m, w, p) for m, w, p in lower if p <= budget), min(lower, key=lambda rung: rung[2]))
+    rung = next((r for r in lower if r.vram <= budget), min(lower, key=lambda r: r.vram))
     reason = (f"Out of memory with {current.label} (projected {format_bytes(current.projected_bytes)}): "
-              f"retrying with {placement_label(m, w)} (peak {format_bytes(p)}) and VAE tiling")
-    return Placement(m, w, p, budget, reason, vae_tiling=True)
+              f"retrying with {rung.label} (peak {format_bytes(rung.vram)}) and VAE tiling")
+    return _placement(rung, budget, reason, vae_tiling=True)

@@ -13,6 +13,7 @@ from diffbox.engine.runner import FinishedEvent
 from diffbox.services import Services
 from diffbox.store import CANCELLED
 from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, submit_or_explain
+from diffbox.ui.plan_api import register_plan_api
 from diffbox.ui.uploads import UploadGuard
 
 GPU = GPU_EVENT  # no Gradio limit: the job runner is the GPU queue
@@ -27,7 +28,7 @@ async def finish(job) -> FinishedEvent:
     assert finished is not None
     raise_if_failed(finished)
     if finished.status == CANCELLED:
-        raise gr.Error(f"job {job.id} was stopped before it finished", title="Stopped")
+        raise gr.Error(f"job {job.id} was stopped before it finished", title="Stopped", print_exception=False)
     return finished
 
 
@@ -47,7 +48,7 @@ def register_api(services: Services) -> None:
             count = int(limit)
         except (TypeError, ValueError, OverflowError):
             raise gr.Error(f"limit: must be a whole number of records, got {str(limit)[:40]!r}",
-                           title="Invalid input") from None
+                           title="Invalid input", print_exception=False) from None
         return services.history.list(limit=max(1, min(count, 1000)))
 
     def specs() -> dict:
@@ -57,6 +58,7 @@ def register_api(services: Services) -> None:
     gr.api(i2v, api_name="i2v", **GPU)
     gr.api(history, api_name="history", **LIGHT)
     gr.api(specs, api_name="specs", **LIGHT)
+    register_plan_api(services)
 
 
 def describe(param) -> dict:
