@@ -1,9 +1,10 @@
-"""The Qwen tab's handlers in process: a sketch in the editor becomes the inpaint mask, refill works."""
+"""The Qwen tab's handlers in process: a sketch or a mask file becomes the inpaint mask, refill works."""
 
 import asyncio
 
 import gradio as gr
 import numpy as np
+import pytest
 from PIL import Image
 
 from diffbox.ui.lora_rows import NONE, ROWS
@@ -59,3 +60,21 @@ def test_fill_and_lora_rows(services):
     assert updates[id(tab.loras.state)] == saved["loras"]
     values = ["demo/loras/qwen-lora.safetensors", 0.75] + [NONE, 1] * (ROWS - 1)
     assert tab.loras.to_list(*values) == saved["loras"]
+
+
+def test_a_mask_file_previews_at_its_own_size_and_one_that_is_no_image_is_taken_out(services):
+    blocks, _ = build(services)
+    preview = handler(blocks, "ui_qwen_mask_preview")
+    painted = Image.new("L", (40, 24), 0)
+    painted.paste(255, (10, 4, 30, 20))
+    mask = services.settings.outputs_dir / "mask.png"  # handlers open only uploads and outputs
+    painted.save(mask)
+    shown = preview(None, str(mask), False, 0)  # no reference yet: the mask is shown at its own size
+    assert shown.size == (40, 24) and np.array_equal(np.asarray(shown), np.asarray(painted))
+
+    notes = services.settings.outputs_dir / "notes.png"
+    notes.write_text("not a picture")
+    assert preview(None, str(notes), False, 0) is None  # the upload check below says why, once
+    with pytest.warns(UserWarning, match="Mask file: is not a readable image") as caught:
+        assert handler(blocks, "ui_qwen_mask_file_check")({"path": str(notes)}) is None
+    assert str(services.settings.outputs_dir) not in str(caught[0].message)

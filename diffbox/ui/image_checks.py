@@ -31,7 +31,7 @@ def image_problem(guard: UploadGuard, value, field: str) -> str | None:
     return None
 
 
-def check_image_uploads(component: gr.Image, guard: UploadGuard, title: str, api_name: str) -> None:
+def check_image_uploads(component: gr.Image | gr.File, guard: UploadGuard, title: str, api_name: str) -> None:
     """On upload, an unreadable file is cleared from `component` and a warning names `title`."""
     def check(value):
         problem = image_problem(guard, value, title)

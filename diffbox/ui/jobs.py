@@ -2,9 +2,8 @@
 
 Handlers are async so that Gradio's cancel (gradio_client's job.cancel(), a page closed) arrives
 as CancelledError at our await and becomes job.cancel(); a plain sync handler would never hear
-about it and its job would run on to the end. Gradio cancels by session and endpoint, so one
-client's cancel stops every job it started on that endpoint, waiting ones included; the Stop
-buttons go through the runner instead and stop exactly their own job.
+about it and its job would run on to the end. A client's cancel reaches exactly the job it names
+(diffbox.ui.event_cancel); the Stop buttons go through the runner instead and stop their own job.
 """
 
 from __future__ import annotations
@@ -59,18 +58,19 @@ async def submit_or_explain(start: Callable[[], Job]) -> Job:
         return await anyio.to_thread.run_sync(submit)
     except InvalidParams as exc:
         log.info("request refused: %s", exc)
-        raise gr.Error(public_message(f"Please fix: {exc}"), title="Invalid input") from None
+        raise gr.Error(public_message(f"Please fix: {exc}"), title="Invalid input", print_exception=False) from None
     except QueueFull as exc:
-        raise gr.Error(str(exc), title="Queue full") from None
+        raise gr.Error(str(exc), title="Queue full", print_exception=False) from None
     except WriteFailed as exc:
         log.warning("request refused: %s", exc)
-        raise gr.Error(public_message(str(exc)), title="Cannot save") from None
+        raise gr.Error(public_message(str(exc)), title="Cannot save", print_exception=False) from None
     except OSError as exc:  # a read-only or full home, seen while preparing the job
         log.warning("request refused: %s", exc)
-        raise gr.Error(f"The job cannot start: {describe_storage_error(exc)}.", title="Cannot save") from None
+        raise gr.Error(f"The job cannot start: {describe_storage_error(exc)}.", title="Cannot save",
+                       print_exception=False) from None
     except UnicodeError:
         raise gr.Error("Please fix: the text holds characters that are not valid text (a lone surrogate such "
-                       "as \\ud800); retype it.", title="Invalid input") from None
+                       "as \\ud800); retype it.", title="Invalid input", print_exception=False) from None
     except BaseException:
         with lock:
             state["abandoned"] = True
@@ -98,7 +98,7 @@ def failed(finished: FinishedEvent) -> bool:
 
 def raise_if_failed(finished: FinishedEvent) -> None:
     if failed(finished):
-        raise gr.Error(public_message(finished.error or "the job failed"), title="Job failed")
+        raise gr.Error(public_message(finished.error or "the job failed"), title="Job failed", print_exception=False)
 
 
 def status_line(finished: FinishedEvent) -> str:
@@ -110,8 +110,9 @@ def status_line(finished: FinishedEvent) -> str:
 
 
 def not_started(refusal: gr.Error) -> str:
-    """The status line for a job that was refused before it started (the toast says the same)."""
-    return f"Not started. {md(refusal.message)}"
+    """The status box for a job that was refused before it started (the toast says the same). The reason
+    goes on its own line: Gradio draws its "Error" badge over the right end of the box's first line."""
+    return f"Not started.\n\n{md(refusal.message)}"
 
 
 def job_status(job_id: str, text: str, notes: list[str]) -> str:

@@ -110,7 +110,7 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         if not preset.get("models"):
             return "This preset pins no models."
         report = portable.apply(services, ConfigDoc(models=preset["models"]))
-        return portable.summary(report) + "\n\nProgress: Models → Downloads."
+        return portable.summary(report) + ("\n\nProgress: Models → Downloads." if report["download_ids"] else "")
 
     def on_defaults(*values):
         spec, errors = services.specs[workflow], _Errors()

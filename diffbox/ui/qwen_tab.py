@@ -11,8 +11,8 @@ from diffbox.services import Services
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
 from diffbox.ui.image_checks import check_image_uploads, gallery_paths_checked, image_problem
-from diffbox.ui.jobs import (GPU_EVENT, failed, follow, job_status, not_started, raise_if_failed, status_line,
-                             stop_running, submit_or_explain)
+from diffbox.ui.jobs import (GPU_EVENT, failed, follow, job_status, not_started, public_message, raise_if_failed,
+                             status_line, stop_running, submit_or_explain)
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.ui.uploads import UploadGuard
@@ -101,7 +101,7 @@ def build_qwen_tab(services: Services) -> QwenTab:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
-            presets_slot = gr.Column()  # the presets bar goes here once the form exists
+            presets_slot = gr.Column()  # the presets bar goes here, above the form, once the form exists
             references = gr.Gallery(label="Reference images, in order (picture 1, 2, …)", type="filepath",
                                     interactive=True, columns=4, height=220, format="png", elem_id="qwen-images")
             selected_ref = gr.State(None)
@@ -188,8 +188,10 @@ def build_qwen_tab(services: Services) -> QwenTab:
         """What the job will use: the sketch if anything is painted, else the uploaded file."""
         try:
             mask = editor_to_mask(editor_value)
-            file_path = guard.file(file_path, "mask")
             if mask is None and file_path:
+                if image_problem(guard, file_path, "Mask file"):
+                    return None  # its upload check takes the file out and says why
+                file_path = guard.file(file_path, "mask")
                 background = (editor_value or {}).get("background")
                 size = background.size if background is not None else None
                 mask = load_mask(file_path, size) if size else load_mask(file_path, _size_of(file_path))
@@ -197,7 +199,7 @@ def build_qwen_tab(services: Services) -> QwenTab:
                 return None
             return finish_mask(mask, bool(invert_value), int(feather_value or 0))
         except ValueError as exc:
-            gr.Warning(str(exc))
+            gr.Warning(public_message(str(exc)))
             return None
 
     def references_changed(gallery):
@@ -268,6 +270,7 @@ def build_qwen_tab(services: Services) -> QwenTab:
     references.upload(gallery_paths_checked(guard, "Reference image", _paths), references, references,
                       api_name="ui_qwen_refs_check", preprocess=False, **queued)
     check_image_uploads(control_image, guard, "Control image", "ui_qwen_control_check")
+    check_image_uploads(mask_file, guard, "Mask file", "ui_qwen_mask_file_check")
     return tab
 
 
