@@ -7,6 +7,7 @@ from functools import partial
 
 import torch
 
+from diffbox.engine.published import COMFY_WAN, QWEN_LIGHTNING, QWEN_REPO, SVI, WAN_REPO
 from diffbox.twins.loras import build_lora, lora_tensors, qwen_modules, wan_modules, x2v_distill_tensors
 from diffbox.twins.qwen import build_qwen_pipeline, qwen_transformer_weights
 from diffbox.twins.registry import Original, Twin
@@ -14,9 +15,6 @@ from diffbox.twins.single_files import (CITY96_WAN_HIGH_PRECISION, COMFY_PREFIX,
                                         build_file, build_gguf, qwen_vl_file_weights,
                                         umt5_file_weights, wan_file_weights)
 from diffbox.twins.wan import build_wan_pipeline
-
-WAN_REPO = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
-QWEN_REPO = "Qwen/Qwen-Image-Edit-2509"
 
 PIPELINES = [
     Twin("wan2.2-i2v-a14b-diffusers", "pipeline", Original(WAN_REPO),
@@ -82,12 +80,9 @@ def _wan(style: str, which: str, **kwargs):
     return lambda seed: lora_tensors(wan_modules(), style, seed=seed, name=f"{style}.{which}", **kwargs)
 
 
-SVI = "vita-video-gen/svi-model"
 KIJAI = "Kijai/WanVideo_comfy"
 LIGHTNING = "lightx2v/Wan2.2-Lightning"
 DISTILL = "lightx2v/Wan2.2-Distill-Loras"
-COMFY_WAN = "Comfy-Org/Wan_2.2_ComfyUI_Repackaged"
-QWEN_LIGHTNING = "lightx2v/Qwen-Image-Lightning"
 SVI_KEYS = {"keys": "`blocks.N.{self,cross}_attn.{q,k,v,o}` and `blocks.N.ffn.{0,2}` + `.lora_{A,B}.default.weight`, "
                     "no prefix, no alpha (scale 1)", "rank": "128 (8 in the twin)"}
 SEKO_KEYS = {"keys": "`diffusion_model.<native module>.lora_{down,up}.weight` + `.alpha`, self/cross attention "
