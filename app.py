@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.config:  # a bad or unreachable config is logged; the app starts anyway
         from diffbox.portable import import_at_start
         import_at_start(services, settings.config)
-    from diffbox.sharing import login_note, no_auth_warning, offline_note, resolve_auth
+    from diffbox.sharing import login_hint, login_note, no_auth_warning, offline_note, open_at, resolve_auth
     auth, generated_password = resolve_auth(settings)
     if generated_password:
         print(login_note(settings, generated_password), flush=True)  # stdout only, once: never the log file
@@ -52,12 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         from diffbox.demo import shrink_qwen_condition_area
         shrink_qwen_condition_area()
     demo = build_app(services)
-    fastapi_app, local_url, share_url = launch(demo, settings, auth)
+    fastapi_app, local_url, share_url = launch(demo, settings, auth, login_hint(generated_password is not None))
     add_health_route(fastapi_app, services)
-    log.info("serving on %s%s", local_url, f" and {share_url}" if share_url else "")
+    address = open_at(settings, local_url) + (f" and {share_url}" if share_url else "")
+    log.info("serving on %s", address)
     if settings.share and not share_url:
         log.warning(offline_note(local_url))
-    print(f"diffbox ready: {local_url}", flush=True)
+    print(f"diffbox ready: {address}", flush=True)
     demo.block_thread()
     return 0
 

@@ -25,7 +25,7 @@ import torch
 
 from diffbox.engine.compat import install_qwen_processor_compat
 
-DEMO_VERSION = 1  # bump when the builders change; ensure_demo_models rebuilds then
+DEMO_VERSION = 2  # bump when the builders change; ensure_demo_models rebuilds then
 MARKER_NAME = "demo.json"
 
 # What the app's forms start with in --demo mode: sizes a CPU renders in a couple of seconds.
@@ -57,9 +57,11 @@ DEMO_LAYOUT: dict[str, str] = {
 
 WAN_VAE = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                temperal_downsample=[False, True, True])
+# rope_max_seq_len as in Wan 2.2 (1024 positions per axis): it only sizes the rotary table, no weights, and
+# with fewer positions than latent rows or columns (side / 16) every size the form offers above 512 px fails.
 WAN_TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36,
                        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2,
-                       cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=None)
+                       cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024, image_dim=None)
 WAN_TEXT_ENCODER = dict(d_model=32, d_kv=8, d_ff=32, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
                         relative_attention_max_distance=16, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 WAN_SCHEDULER = dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)

@@ -214,7 +214,8 @@ def plan_import(services, doc: ConfigDoc) -> dict:
         presets["unchanged" if same else "changed" if mine else "added"].append(f"{preset['workflow']}/{preset['name']}")
     downloads = services.downloads.list() if services.downloads is not None else []
     pinned = {(p["source"], p["model_id"]) for p in services.library.pins()} if services.library else set()
-    models: dict[str, list] = {"download": [], "present": [], "downloading": [], "pin": []}
+    models: dict[str, list] = {"download": [], "present": [], "downloading": [], "pin": [],
+                               "not_queued": [], "not_pinned": []}  # the last two: filled in by apply()
     download_bytes = 0
     for model in _all_models(doc):
         state = _model_state(model, services.library, downloads) if services.library else "download"
@@ -262,24 +263,70 @@ def apply(services, doc: ConfigDoc) -> dict:
         if source in report["tokens"]:
             services.tokens.set(source, token)
     if services.library is not None:
-        pins = set(report["models"]["pin"])
-        for model in doc.models:
-            if _label(model) in pins:
-                services.library.pin(model["source"], model["id"], True, revision=model["revision"],
-                                     files=model["files"])
-        wanted = {entry["model"] for entry in report["models"]["download"]}
-        for model in _all_models(doc):
-            if _label(model) not in wanted:
-                continue
-            for source, ref, file in _requests(model):
-                try:
-                    report["download_ids"].append(services.downloads.request(source, ref, file))
-                except HubError as exc:
-                    report["errors"].append(f"{_label(model)}{'/' + file if file else ''}: {exc}")
+        _apply_models(services, doc, report)
     report["applied"] = True
     log.info("config imported: %d change(s), %d download(s) queued, %d problem(s)", report["changes"],
              len(report["download_ids"]), len(report["errors"]))
     return report
+
+
+def _resolved(model: dict) -> bool:
+    """A pin another pod can fetch exactly: a fixed revision (an HF commit, a Civitai version id) and a
+    source hash for each file (a whole HF repo is fixed by its commit)."""
+    fixed = model["revision"] and (model["source"] != "hf" or len(model["revision"]) == 40)
+    return bool(fixed) and (model["whole_repo"] or bool(model["files"]) and all(f["sha256"] for f in model["files"]))
+
+
+def _as_resolved(plan: dict) -> dict:
+    """A download's plan as a pin: its revision, and its files with their source sizes and hashes."""
+    files = [] if plan["whole_repo"] else [{"name": f["path"], "size": f["size"], "sha256": f["sha256"]}
+                                           for f in plan["files"]]
+    return {"revision": plan["revision"], "files": files}
+
+
+def _apply_models(services, doc: ConfigDoc, report: dict) -> None:
+    """Queues the downloads, then pins. A pin records the revision and hashes a download resolved;
+    a model whose download could not be queued (hub unreachable, no token) and whose entry names no
+    fixed revision and hashes is not pinned: an export would list it with revision "" and sha256 "".
+    Neither counts as a change, so importing the same file again reports none."""
+    wanted = {entry["model"] for entry in report["models"]["download"]}
+    present = {entry["model"] for entry in report["models"]["present"]}
+    to_pin = set(report["models"]["pin"])
+    not_queued, not_pinned = [], []
+    for model in _all_models(doc):
+        label, plans, failed = _label(model), [], False
+        if label in wanted:
+            for source, ref, file in _requests(model):
+                try:
+                    download_id = services.downloads.request(source, ref, file)
+                except HubError as exc:
+                    failed = True
+                    report["errors"].append(f"{label}{'/' + file if file else ''}: could not be queued: {exc}")
+                    continue
+                report["download_ids"].append(download_id)
+                plans.append(services.downloads.plan(download_id))
+            if failed and not plans:
+                not_queued.append(label)
+        if label not in to_pin:
+            continue
+        pin = {"revision": model["revision"], "files": model["files"]}  # a model in the library: it fills them in
+        if not _resolved(model) and label not in present:
+            plans = plans if not failed else []
+            plans = plans or [services.downloads.plan(d["id"]) for d in services.downloads.list()
+                              if d["state"] in ACTIVE_DOWNLOADS and (d["source"], d["model_id"]) == (
+                                  model["source"], model["id"])]
+            if not plans:
+                not_pinned.append(label)
+                continue
+            pin = {"revision": plans[0]["revision"], "files": [f for p in plans for f in _as_resolved(p)["files"]]}
+        services.library.pin(model["source"], model["id"], True, revision=pin["revision"], files=pin["files"])
+    models = report["models"]
+    models["not_queued"] = not_queued
+    models["not_pinned"] = not_pinned
+    models["download"] = [entry for entry in models["download"] if entry["model"] not in not_queued]
+    models["pin"] = [label for label in models["pin"] if label not in not_pinned]
+    report["changes"] -= len(not_queued) + len(not_pinned)
+    report["download_bytes"] = sum(entry["size"] for entry in models["download"])
 
 
 def read_document(services, data: bytes | str, where: str = "file") -> ConfigDoc:
@@ -321,9 +368,17 @@ def summary(report: dict) -> str:
     for source, what in report["tokens"].items():
         lines.append(f"- {md(source)} token will be {what}" if not report["applied"] else f"- {md(source)} token {what}")
     lines += [f"- note: {md(note)}" for note in report["notes"]]
+    if models.get("not_queued"):
+        lines.append("- **not queued**, nothing downloads: " + ", ".join(code(label) for label in models["not_queued"]))
+    if models.get("not_pinned"):
+        lines.append("- **not pinned** (no fixed revision and hashes until its download is queued): "
+                     + ", ".join(code(label) for label in models["not_pinned"]))
     lines += [f"- **problem**: {md(error)}" for error in report["errors"]]
+    unchanged = "no changes." if report["errors"] else "no changes (already up to date)."
     head = ("Applied: " if report["applied"] else "This import would make ") + (
-        f"{report['changes']} change(s)." if report["changes"] else "no changes (already up to date).")
+        f"{report['changes']} change(s)." if report["changes"] else unchanged)
+    if report["applied"] and models.get("not_queued"):
+        head += " Some models could not be queued and nothing downloads for them; try again once the hub answers."
     return "\n".join([head, *lines])
 
 

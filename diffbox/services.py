@@ -34,6 +34,31 @@ PIPELINE_CLASSES: dict[str, tuple[str, ...]] = {"i2v": i2v.PIPELINE_CLASSES, "sv
                                                  "qwen_edit": qwen_edit.PIPELINE_CLASSES}
 
 
+def lora_file(name: str, available: list[LocalModel]) -> LocalModel:
+    """A LoRA by its library name (its path under models/), or by its bare file name when exactly one
+    library LoRA has it: the downloader puts LoRAs in models/loras/, and presets and scripts name the
+    published file. LookupError with a sentence when it is missing or the file name is ambiguous."""
+    exact = [m for m in available if m.name == name]
+    if exact:
+        return exact[0]
+    same_file = [m for m in available if "/" not in name and Path(m.name).name == name]
+    if len(same_file) == 1:
+        return same_file[0]
+    if same_file:
+        raise LookupError(f"{name!r} names {len(same_file)} library files; give one of "
+                          f"{', '.join(sorted(m.name for m in same_file))}")
+    raise LookupError(f"{name!r} is not in the library")
+
+
+def lora_refusal(problems: list[str], base_model: str, available: list[LocalModel]) -> str:
+    missing = [p for p in problems if p.endswith("is not in the library")]
+    text = "; ".join(problems)
+    if missing:
+        text += (f" (LoRAs for {base_model}: a preset's come with its \"Download its models\" button, others "
+                 f"from the Models tab); available: {', '.join(sorted(m.name for m in available)) or 'none'}")
+    return text
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -107,13 +132,17 @@ class Services:
         """Library names → files; an unknown name is an InvalidParams naming the loras field."""
         if not entries:
             return []
-        available = {lora.name: lora for lora in self.loras(base_model)}
-        missing = [e["name"] for e in entries if e["name"] not in available]
-        if missing:
-            raise InvalidParams({"loras": f"not in the library for {base_model}: {', '.join(missing)}; "
-                                          f"available: {', '.join(sorted(available)) or 'none'}"})
-        return [LoraRequest(e["name"], Path(available[e["name"]].path), e["weight_high"], e["weight_low"])
-                for e in entries]
+        available = self.loras(base_model)
+        found, problems = [], []
+        for entry in entries:
+            try:
+                found.append(LoraRequest(entry["name"], Path(lora_file(entry["name"], available).path),
+                                         entry["weight_high"], entry["weight_low"]))
+            except LookupError as problem:
+                problems.append(str(problem))
+        if problems:
+            raise InvalidParams({"loras": lora_refusal(problems, base_model, available)})
+        return found
 
     def submit_i2v(self, values: dict | None, image: Any, end_image: Any = None) -> Job:
         job_input = i2v.prepare(values, image, end_image, spec=self.specs["i2v"])
@@ -158,19 +187,22 @@ class Services:
         return self.runner.submit("svi", params, lambda ctx: self._on_gpu(ctx, model.path, params, attempt))
 
     def _svi_loras(self, params: dict) -> list[LoraRequest]:
-        """The SVI pair (each on its own expert), the distill LoRA, then the user's; errors name the field."""
+        """The SVI pair (each on its own expert), the distill LoRA, then the user's; one message names
+        every field whose LoRA is missing (a preset's usually lacks both of the pair)."""
         named = [("svi_lora_high", {"weight_high": params["svi_weight_high"], "weight_low": 0.0}),
                  ("svi_lora_low", {"weight_high": 0.0, "weight_low": params["svi_weight_low"]}),
                  ("distill_lora", {"weight_high": params["distill_weight_high"],
                                    "weight_low": params["distill_weight_low"]})]
-        loras = []
-        for field_name, weights in named:
-            if params[field_name]:
-                try:
-                    loras += self.resolve_loras(svi.BASE_MODEL, [{"name": params[field_name], **weights}])
-                except InvalidParams as exc:
-                    raise InvalidParams({field_name: exc.errors["loras"]}) from None
-        return loras + self.resolve_loras(svi.BASE_MODEL, params["loras"])
+        wanted = [(name, [{"name": params[name], **weights}]) for name, weights in named if params[name]]
+        loras, errors = [], {}
+        for field_name, entries in [*wanted, ("loras", params["loras"])]:
+            try:
+                loras += self.resolve_loras(svi.BASE_MODEL, entries)
+            except InvalidParams as exc:
+                errors[field_name] = exc.errors["loras"]
+        if errors:
+            raise InvalidParams(errors)
+        return loras
 
     def qwen_controlnets(self) -> list[LocalModel]:
         """The library's Qwen-Image ControlNets (they serve the edit model's generate mode too)."""

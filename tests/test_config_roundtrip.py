@@ -153,3 +153,55 @@ def test_an_older_version_migrates(start):
     preview = portable.import_bytes(pod, json.dumps(old), dry_run=True)
     assert preview["migrated_from"] == 0 and preview["presets"]["added"] == ["i2v/Old favourite"]
     assert preview["models"]["download"][0]["model"] == "civitai:5@55"
+
+
+def test_while_the_hub_is_unreachable_nothing_is_pinned_unresolved_and_a_reimport_changes_nothing(
+        start, fakes, monkeypatch, tmp_path):
+    """Over /config_import, as "Download its models" uses the same path: a model whose download cannot be
+    queued is reported as such, is not counted as a change, and is not pinned without a revision and hashes
+    (its export would read revision "" and sha256 ""). A fully pinned entry is kept as it came."""
+    from gradio_client import Client, handle_file
+
+    from diffbox.ui.app import build_app
+
+    lora = wan_lora(0.05)
+    fakes.hf.add_repo("studio/wan-orbit-lora", {"orbit.safetensors": lora}, tags=["lora"])
+    sha = fakes.hf.repos["studio/wan-orbit-lora"]["sha"]
+    loose = {"source": "hf", "id": "studio/wan-orbit-lora", "revision": "", "files": [{"name": "orbit.safetensors"}]}
+    fixed = {"source": "civitai", "id": "5", "revision": "55",
+             "files": [{"name": "glow.safetensors", "size": 10, "sha256": "ab" * 32}]}
+    config = tmp_path / "pins.json"
+    config.write_text(json.dumps({"version": 1, "models": [loose, fixed]}))
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("DIFFBOX_CIVITAI_URL", "http://127.0.0.1:9")
+    offline = start("offline")
+    app = build_app(offline)
+    _, url, _ = app.launch(prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        report = client.predict(handle_file(str(config)), api_name="/config_import")
+        assert report["download_ids"] == [] and client.predict(api_name="/downloads") == []
+        assert sorted(report["models"]["not_queued"]) == ["civitai:5@55", "hf:studio/wan-orbit-lora"]
+        assert report["models"]["not_pinned"] == ["hf:studio/wan-orbit-lora"] and report["models"]["download"] == []
+        assert report["changes"] == 1  # the fixed pin
+        assert all("could not be queued" in error for error in report["errors"]) and len(report["errors"]) == 2
+        text = portable.summary(report)
+        assert "not queued" in text and "not pinned" in text and "**download**" not in text
+        exported = json.loads(Path(client.predict(False, api_name="/config_export")).read_text())
+        assert [(m["id"], m["revision"]) for m in exported["models"]] == [("5", "55")]
+        assert exported["models"][0]["files"][0]["sha256"] == "ab" * 32
+
+        again = client.predict(handle_file(str(config)), api_name="/config_import")
+        assert again["changes"] == 0 and portable.summary(again).startswith("Applied: no changes.")
+    finally:
+        app.close()
+    stop(offline)
+
+    monkeypatch.setenv("HF_ENDPOINT", fakes.hf.url)  # the hub answers again: the download resolves the pin
+    online = start("offline")
+    report = portable.import_bytes(online, config.read_text())
+    assert len(report["download_ids"]) == 1 and report["models"]["pin"] == ["hf:studio/wan-orbit-lora"]
+    pin = next(m for m in portable.export_document(online)["models"] if m["source"] == "hf")
+    assert pin["revision"] == sha and pin["files"] == [
+        {"name": "orbit.safetensors", "size": len(lora), "sha256": __import__("hashlib").sha256(lora).hexdigest()}]

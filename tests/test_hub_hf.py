@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import time
 
 import pytest
 from huggingface_hub import constants
@@ -127,3 +128,16 @@ def test_retry_after_a_discarded_repo_download_fetches_everything_again(hub, fak
     state = hub.downloads.wait(hub.downloads.retry(failed["id"])["id"], 30)
     assert state["state"] == "done" and state["files_done"] == 3, state
     assert len(hub.library.get(state["name"]).files) == 3
+
+
+def test_an_unreachable_hub_makes_a_search_give_up_at_its_deadline_not_after_the_retries():
+    """huggingface_hub retries list_models five times with backoff (~23 s with nothing listening)."""
+    from diffbox.hub import TransientError
+    from diffbox.hub.huggingface import SEARCH_DEADLINE_S, HuggingFace
+
+    assert SEARCH_DEADLINE_S <= 10
+    offline = HuggingFace("http://127.0.0.1:9", lambda: None, search_deadline_s=0.5)  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="did not answer within 0.5 s"):
+        offline.search("orbit", "lora", "any", "downloads", False)
+    assert time.monotonic() - started < 5

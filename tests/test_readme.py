@@ -26,7 +26,13 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_run_command_names_a_real_entry_point():
     command = section_command("Run it")
     assert command == "pip install -r requirements.txt && python app.py --demo"
-    assert "torch==2.13.0" in README and (ROOT / "app.py").is_file()
+    assert (ROOT / "app.py").is_file()
+
+
+def test_the_cpu_torch_line_installs_the_cpu_build_and_the_pinned_version():
+    """PyPI's Linux torch is the CUDA build; the CPU one comes from PyTorch's own index."""
+    line = re.search(r"`pip install torch==(\S+) --index-url (\S+)`", README.split("## Run it", 1)[1])
+    assert line and line.group(1) == "2.13.0" and line.group(2) == "https://download.pytorch.org/whl/cpu"
 
 
 def test_every_flag_is_documented():

@@ -282,6 +282,12 @@ class DownloadManager:
         with self._lock:
             return self._public(self._require(download_id))
 
+    def plan(self, download_id: str) -> dict:
+        """What the download resolved: revision (HF commit / Civitai version id) and each file's path,
+        size and source sha256 (a config pin records these)."""
+        with self._lock:
+            return dict(self._require(download_id)["plan"])
+
     def wait(self, download_id: str, timeout: float = 60.0) -> dict:
         """Blocks until the download is done, failed or cancelled (for scripts and tests)."""
         deadline = time.monotonic() + timeout

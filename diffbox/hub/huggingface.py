@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +39,8 @@ SORTS = {"downloads": "downloads", "likes": "likes", "newest": "created_at", "up
 EXPAND = ["author", "downloads", "likes", "tags", "pipeline_tag", "library_name", "lastModified", "usedStorage",
           "sha"]
 NSFW_TAG = "not-for-all-audiences"
+# list_models retries an unreachable Hub five times with backoff (1+2+4+8+8 s); a search gives up sooner.
+SEARCH_DEADLINE_S = 8.0
 
 
 def _kind_from_tags(tags: list[str], library_name: str | None) -> str:
@@ -58,9 +61,11 @@ def _base_from_tags(tags: list[str], repo_id: str) -> str:
 
 
 class HuggingFace:
-    def __init__(self, endpoint: str | None, token: Callable[[], str | None]):
+    def __init__(self, endpoint: str | None, token: Callable[[], str | None],
+                 search_deadline_s: float = SEARCH_DEADLINE_S):
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self._token = token
+        self.search_deadline_s = search_deadline_s
 
     def _api(self) -> HfApi:
         # token=False: diffbox's token store (HF_TOKEN or the UI) is the only source of credentials.
@@ -101,12 +106,25 @@ class HuggingFace:
             filters.append(f"base_model:{relation}{repo}")
         if kind in ("lora", "controlnet", "diffusers") and not (kind == "lora" and repo):
             filters.append(kind)
-        try:
-            found = list(self._api().list_models(search=query or None, filter=filters or None,
-                                                 sort=SORTS.get(sort, "downloads"), limit=limit, expand=EXPAND))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
-            raise self._explain(exc, "the search") from None
-        results = [self._result(m) for m in found]
+        outcome: dict = {}
+
+        def fetch() -> None:  # in a thread of its own, so that the search can stop waiting for it
+            try:
+                outcome["found"] = list(self._api().list_models(
+                    search=query or None, filter=filters or None, sort=SORTS.get(sort, "downloads"), limit=limit,
+                    expand=EXPAND))
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=fetch, name="hf-search", daemon=True)
+        worker.start()
+        worker.join(self.search_deadline_s)
+        if worker.is_alive():
+            raise TransientError(f"Hugging Face at {self.endpoint} did not answer within "
+                                 f"{self.search_deadline_s:g} s")
+        if "error" in outcome:
+            raise self._explain(outcome["error"], "the search") from None
+        results = [self._result(m) for m in outcome["found"]]
         return [r for r in results if nsfw or not r["nsfw"]]
 
     def _result(self, info) -> dict:

@@ -70,7 +70,7 @@ def origin_policy(settings: Settings) -> OriginPolicy:
     return policy
 
 
-def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None):
+def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None, auth_message: str | None = None):
     """Serves outputs/ and Gradio's upload folder only: tokens.json, db/, logs/, cache/ and models/ are
     never reachable through Gradio's file routes. Requests from other sites' pages are refused
     (diffbox.ui.origins); Gradio's run history, which could use the server's HF_TOKEN without a login,
@@ -82,6 +82,7 @@ def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None):
     policy = origin_policy(settings)
     fastapi_app, local_url, share_url = app.launch(
         server_name=settings.host, server_port=settings.port, share=settings.share, auth=auth,
+        auth_message=auth_message if auth else None,
         prevent_thread_lock=True, allowed_paths=[str(settings.outputs_dir)], blocked_paths=private_paths(settings),
         max_file_size=int(settings.max_upload_mb * 1_000_000), run_history=False,
         app_kwargs={"middleware": [Middleware(ClosedRoutes), Middleware(LoginThrottle), Middleware(OneShotDownloads),

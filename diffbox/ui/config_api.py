@@ -10,6 +10,7 @@ A refused document raises one error naming every bad field, and nothing of it is
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import gradio as gr
@@ -21,6 +22,8 @@ from diffbox.logs import redact
 from diffbox.services import Services
 from diffbox.ui.handover import hand_over, private_folder
 from diffbox.ui.uploads import RefusedFile, UploadGuard
+
+log = logging.getLogger(__name__)
 
 LIGHT = {"concurrency_limit": None}
 
@@ -48,7 +51,8 @@ def import_upload(services: Services, file, dry_run: bool) -> dict:
         return portable.import_bytes(services, read_upload(UploadGuard(services.settings.outputs_dir), file),
                                      dry_run=dry_run)
     except ConfigError as exc:
-        raise gr.Error(redact(str(exc)), title="Config refused") from None
+        log.info("request refused: %s", exc)
+        raise gr.Error(redact(str(exc)), title="Config refused", print_exception=False) from None
 
 
 def export_once(services: Services, include_tokens: bool) -> str:

@@ -85,17 +85,23 @@ def build_config_tab(services: Services) -> gr.Tab:
         try:
             report = portable.import_bytes(services, read_upload(guard, path), dry_run=True)
         except ConfigError as exc:
-            return (f"**Refused — nothing will be applied.**\n\n{md(redact(str(exc)))}", gr.Button(interactive=False),
+            reasons = str(exc).removeprefix("config refused, nothing was applied: ")
+            return (f"**Refused — nothing will be applied.**\n\n{md(redact(reasons))}", gr.Button(interactive=False),
                     None)
         return portable.summary(report), gr.Button(interactive=report["changes"] > 0), path
 
+    def forget_upload():
+        """On each click of Upload, before the file arrives: Gradio refuses a file of another type before
+        on_upload runs, and the last file's preview and Apply must not stay as if they were this one's."""
+        return "", gr.Button(interactive=False), None
+
     def on_apply(path):
         if not path:
-            raise gr.Error("upload a config first", title="Nothing to apply")
+            raise gr.Error("upload a config first", title="Nothing to apply", print_exception=False)
         try:
             report = portable.import_bytes(services, read_upload(guard, path))
         except ConfigError as exc:
-            raise gr.Error(redact(str(exc)), title="Config refused") from None
+            raise gr.Error(redact(str(exc)), title="Config refused", print_exception=False) from None
         ids = report["download_ids"]
         return (portable.summary(report) + "\n\nReload the page to see new defaults in the forms.",
                 gr.Button(interactive=False), ids, _download_lines(services, ids), gr.Timer(active=bool(ids)))
@@ -127,6 +133,7 @@ def build_config_tab(services: Services) -> gr.Tab:
     # retire the file the browser is fetching at that moment: its download deletes it.
     tab.select(export, [include_tokens, download], download, api_name="ui_config_export", **private)
     download.click(export, include_tokens, download, api_name="ui_config_export_again", **private)
+    upload.click(forget_upload, None, [preview, apply_button, uploaded], api_name="ui_config_forget", **private)
     upload.upload(on_upload, upload, [preview, apply_button, uploaded], api_name="ui_config_preview", **private)
     apply_button.click(on_apply, uploaded, [preview, apply_button, download_ids, progress, timer],
                        api_name="ui_config_apply", **private)

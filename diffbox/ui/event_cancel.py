@@ -13,22 +13,49 @@ fn_index, event_id}, then `/gradio_api/reset` {event_id}. In Gradio 6.31 two of 
 So both routes are answered here, for one event: its task is cancelled (the handler receives
 CancelledError and cancels the diffbox job: diffbox.ui.jobs) or it leaves Gradio's queue, and its
 listener gets the end message Gradio's `/cancel` sends. A second call for the same event (`/reset`
-after `/cancel`) finds nothing left to do. A body without an event id goes on to Gradio unchanged.
-Like Gradio's routes, these need no login: the event id is a random value only its client is shown.
+after `/cancel`) finds nothing left to do. Like Gradio's routes, these need no login: the event id is
+a random value only its client is shown.
+
+Written against Gradio 6.31's internals, which it mirrors: `routes.py` cancel_event / reset_iterator,
+`utils.set_task_name` ("<session>_<fn><gradio-sep><event id>"), `Queue.event_ids_to_events`,
+`pending_messages_per_session`, `pending_event_ids_session`, `remove_from_queue`, and the App's
+`iterators` / `lock` / `iterators_to_reset`. Should a later Gradio lack any of them, the request goes on
+to Gradio's own route unchanged (a warning is logged once): cancel then works as Gradio's does, never
+worse. tests/test_app.py checks the outcome from outside, so an upgrade that changes it shows there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 
-from gradio.server_messages import ProcessCompletedMessage
-from gradio.utils import safe_aclose_iterator
+log = logging.getLogger(__name__)
 
 ROUTES = re.compile(r"/gradio_api/(cancel|reset)/?")
-TASK_SEPARATOR = "<gradio-sep>"  # gradio.utils.set_task_name: "<session>_<fn><gradio-sep><event id>"
+TASK_SEPARATOR = "<gradio-sep>"
 MAX_BODY = 4096
+QUEUE_INTERNALS = ("event_ids_to_events", "pending_messages_per_session", "pending_event_ids_session",
+                   "remove_from_queue")
+APP_INTERNALS = ("iterators", "lock", "iterators_to_reset", "get_blocks")
+
+try:
+    from gradio.server_messages import ProcessCompletedMessage
+    from gradio.utils import safe_aclose_iterator
+except ImportError:  # a Gradio without them: every request goes on to Gradio's own routes
+    ProcessCompletedMessage = safe_aclose_iterator = None
+
+
+def internals_present(app) -> bool:
+    """Whether this Gradio still has every piece cancel_event reaches into."""
+    if ProcessCompletedMessage is None or not all(hasattr(app, name) for name in APP_INTERNALS):
+        return False
+    try:
+        queue = getattr(app.get_blocks(), "_queue", None)
+    except Exception:  # noqa: BLE001 - any surprise here means: leave it to Gradio
+        return False
+    return queue is not None and all(hasattr(queue, name) for name in QUEUE_INTERNALS)
 
 
 async def cancel_event(app, event_id: str) -> bool:
@@ -62,6 +89,7 @@ class EventCancel:
 
     def __init__(self, app):
         self.app = app
+        self.warned = False
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or not ROUTES.fullmatch(scope["path"]):
@@ -74,12 +102,25 @@ class EventCancel:
             if not message.get("more_body") or len(body) > MAX_BODY:
                 break
         event_id = _event_id(body)
-        if event_id is None:
+        if event_id is None or not self.usable(scope["app"]):
             return await self.app(scope, _replay(messages, receive), send)
-        await cancel_event(scope["app"], event_id)
+        try:
+            await cancel_event(scope["app"], event_id)
+        except Exception:  # noqa: BLE001 - Gradio's internals changed shape: its own route still answers
+            log.exception("per-job cancel failed; Gradio's own cancel takes the request")
+            return await self.app(scope, _replay(messages, receive), send)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"success":true}'})
+
+    def usable(self, app) -> bool:
+        if internals_present(app):
+            return True
+        if not self.warned:
+            self.warned = True
+            log.warning("this Gradio lacks the internals diffbox's per-job cancel was written for (Gradio 6.31); "
+                        "cancel falls back to Gradio's own, which stops a client's every job on an endpoint")
+        return False
 
 
 def _event_id(body: bytes) -> str | None:

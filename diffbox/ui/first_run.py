@@ -43,7 +43,7 @@ def build_first_run(services: Services) -> None:
 
     def download_recommended():
         if services.downloads is None:
-            raise gr.Error("Downloads are not available in this mode.", title="Cannot download")
+            raise gr.Error("Downloads are not available in this mode.", title="Cannot download", print_exception=False)
         failed = []
         for source, model_id, file in RECOMMENDED:
             try:

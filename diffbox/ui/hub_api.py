@@ -12,6 +12,7 @@ None of these touch the GPU, so they never wait behind a generation job.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import gradio as gr
@@ -21,6 +22,8 @@ from diffbox.hub import HubError
 from diffbox.hub.library import normalise_source
 from diffbox.logs import redact
 from diffbox.services import Services
+
+log = logging.getLogger(__name__)
 
 LIGHT = {"concurrency_limit": None}
 ID_RULES = {"hf": "must be owner/name, a Hugging Face repo id",
@@ -51,7 +54,8 @@ def explained(title: str):
     try:
         yield
     except HubError as exc:
-        raise gr.Error(redact(str(exc)), title=title) from None
+        log.info("request refused: %s", exc)  # one line; the caller has the sentence
+        raise gr.Error(redact(str(exc)), title=title, print_exception=False) from None
 
 
 def register_hub_api(services: Services) -> None:

@@ -91,7 +91,8 @@ def library_rows(services: Services) -> list[list]:
 
 
 def _fail(title: str, exc: Exception):
-    raise gr.Error(plain(redact(str(exc))), title=title) from None  # a hub's answer may be quoted in it
+    # A hub's answer may be quoted in it.
+    raise gr.Error(plain(redact(str(exc))), title=title, print_exception=False) from None
 
 
 def build_models_tab(services: Services) -> None:
@@ -213,7 +214,7 @@ def _downloads_panel(services: Services) -> None:
 
     def act(action, download_id):
         if not download_id:
-            raise gr.Error("Select a download in the table first.", title="Nothing selected")
+            raise gr.Error("Select a download in the table first.", title="Nothing selected", print_exception=False)
         try:
             record = getattr(hub.downloads, action)(download_id)
         except HubError as exc:
@@ -258,7 +259,7 @@ def _library_panel(services: Services) -> None:
     def classify(model_name, new_kind, base_model):
         model = hub.library.get(model_name) if model_name else None
         if model is None:
-            raise gr.Error("Select a model in the table first.", title="Nothing selected")
+            raise gr.Error("Select a model in the table first.", title="Nothing selected", print_exception=False)
         try:
             if new_kind and new_kind != model.kind:
                 hub.library.set_kind(model_name, new_kind)
@@ -272,7 +273,7 @@ def _library_panel(services: Services) -> None:
     def toggle_pin(model_name):
         model = hub.library.get(model_name) if model_name else None
         if model is None:
-            raise gr.Error("Select a model in the table first.", title="Nothing selected")
+            raise gr.Error("Select a model in the table first.", title="Nothing selected", print_exception=False)
         hub.pin(model.source, model.model_id, not model.pinned)
         return library_rows(services), f"{code(model_name)} {'unpinned' if model.pinned else 'pinned'}."
 

@@ -66,7 +66,7 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         preset = services.presets.get(workflow, _name(label))
         if preset is None:
             raise gr.Error(plain(f"choose a preset first (there is no {workflow} preset {_name(label)!r})"),
-                           title="No preset")
+                           title="No preset", print_exception=False)
         return preset
 
     def on_load(label):
@@ -74,7 +74,8 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         try:
             checked, notes = check({k: v for k, v in preset.items() if k in PRESET_FIELDS}, services.specs)
         except ConfigError as exc:
-            raise gr.Error(plain(f"preset {preset['name']!r} does not fit this diffbox: {exc}"), title="Preset refused")
+            raise gr.Error(plain(f"preset {preset['name']!r} does not fit this diffbox: {exc}"), title="Preset refused",
+                           print_exception=False)
         missing = _missing_models(services, checked)
         # A preset may come from someone else's config: its name, description and notes are shown as text.
         lines = [f"Loaded **{md(checked['name'])}**. {md(checked.get('description', ''))}".strip(),
@@ -90,7 +91,7 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
             preset, _ = check({"workflow": workflow, "name": preset_name, "params": params}, services.specs)
         except ConfigError as exc:
             raise gr.Error(plain(str(exc).removeprefix("config refused, nothing was applied: ")),
-                           title="Preset not saved") from None
+                           title="Preset not saved", print_exception=False) from None
         previous = services.presets.get(workflow, preset["name"])
         if previous and not previous.get("shipped"):
             preset["models"] = previous.get("models", [])  # re-saving keeps the models it pins
@@ -102,7 +103,7 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         try:
             services.presets.delete(workflow, _name(label))
         except PresetError as exc:
-            raise gr.Error(plain(exc), title="Not deleted") from None
+            raise gr.Error(plain(exc), title="Not deleted", print_exception=False) from None
         return gr.Dropdown(choices=labels(services, workflow), value=None), f"Deleted preset **{md(_name(label))}**."
 
     def on_fetch(label):
@@ -117,7 +118,7 @@ def build_presets_bar(services: Services, workflow: str, fields: dict, fill: Cal
         clean = clean_params(dict(zip(names, values)), "form", workflow, services.specs, errors)
         if clean is None:
             raise gr.Error(plain(str(ConfigError(errors)).removeprefix("config refused, nothing was applied: ")),
-                           title="Defaults not saved")
+                           title="Defaults not saved", print_exception=False)
         changed = {k: v for k, v in clean.items() if v != spec[k].default}
         if not changed:
             return "The form already matches the defaults."

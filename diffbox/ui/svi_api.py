@@ -26,7 +26,8 @@ async def clips_then_stitched(job: Job):
             raise_if_failed(event)
             result = event.result
             if not result or not result.outputs:
-                raise gr.Error(f"job {job.id} was stopped before its first clip", title="Stopped")
+                raise gr.Error(f"job {job.id} was stopped before its first clip", title="Stopped",
+                               print_exception=False)
             yield FileData(path=result.outputs[0]), result.metadata
             if event.status == CANCELLED:
                 return
