@@ -109,8 +109,13 @@ def main() -> int:
                                  ("load in bf16 from the kept copy", from_kept, raw_kept),
                                  ("  the same without reading ahead (page faults)", mapped_only, raw_kept)):
         print(f"{name:44} {seconds:8.2f} {seconds / floor:11.2f}")
-    print(f"kept copy vs converting every time: {convert / from_kept:.2f}× faster; "
-          f"goal kept ≤ 1.5× raw: {'met' if from_kept <= 1.5 * raw_kept else 'NOT met'}")
+    # The disk's throughput drifts between minutes on a shared volume, so the goal is judged on pairs taken
+    # back to back (raw read, then load), the ratio of each pair, and their median.
+    pairs = [(raw_read(kept), load(kept, read_ahead=True)) for _ in range(max(3, args.runs))]
+    paired = statistics.median(loaded / raw for raw, loaded in pairs)
+    print("back-to-back pairs (raw s, kept load s): " + ", ".join(f"({r:.2f}, {l:.2f})" for r, l in pairs))
+    print(f"kept copy vs converting every time: {convert / from_kept:.2f}× faster; kept load / raw read, median of "
+          f"pairs: {paired:.2f}; goal ≤ 1.5: {'met' if paired <= 1.5 else 'NOT met'}")
     return 0
 
 
