@@ -7,6 +7,9 @@ One JSON file brings a user's setup back on a fresh pod:
      "presets":  [{"workflow": "i2v", "name": "...", "params": {...}, "models": [...]}],
      "models":   [{"source": "hf", "id": "owner/name", "revision": "<commit>", "whole_repo": false,
                    "files": [{"name": "x.safetensors", "size": 123, "sha256": "<hex>"}]}],
+     "variants": [{"name": "Wan2.2-I2V-A14B · GGUF Q8_0", "base_model": "wan2.2-i2v",
+                   "base": {"source": "hf", "id": "owner/base"},
+                   "parts": {"transformer": {"source": "hf", "id": "owner/name", "file": "high.gguf"}, ...}}],
      "ui":       {"start_tab": "i2v"},
      "tokens":   {"hf": "...", "civitai": "..."}}             # only when the user opted in
 
@@ -46,11 +49,12 @@ HF_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 HF_COMMIT = re.compile(r"[0-9a-f]{40}")
 NUMBER_ID = re.compile(r"[0-9]{1,12}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+VARIANT_NAME = re.compile(r"[^\x00-\x1f/\\]{1,80}")
 TAB_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MODEL_SOURCES = ("hf", "civitai")
 TOKEN_SOURCES = ("hf", "civitai")
 INFORMATIONAL = ("exported_at", "app")  # written by export, ignored by import
-TOP_LEVEL = ("version", "defaults", "presets", "models", "ui", "tokens", *INFORMATIONAL)
+TOP_LEVEL = ("version", "defaults", "presets", "models", "variants", "ui", "tokens", *INFORMATIONAL)
 UI_KEYS = ("start_tab",)
 
 
@@ -72,6 +76,7 @@ class ConfigDoc:
     defaults: dict[str, dict] = field(default_factory=dict)
     presets: list[dict] = field(default_factory=list)
     models: list[dict] = field(default_factory=list)
+    variants: list[dict] = field(default_factory=list)
     ui: dict = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     migrated_from: int | None = None
@@ -338,7 +343,9 @@ def _clean_file(raw: Any, where: str, errors: _Errors) -> dict | None:
     return {"name": name, "size": size, "sha256": sha.lower()}
 
 
-MODEL_FIELDS = ("source", "id", "revision", "files", "whole_repo", "title")
+MODEL_FIELDS = ("source", "id", "revision", "files", "whole_repo", "without", "title")
+# Component folders a whole repo may be fetched without (their weights come from a variant's single files).
+WITHOUT_COMPONENTS = ("transformer", "transformer_2", "text_encoder")
 
 
 def clean_model(raw: Any, where: str, errors: _Errors) -> dict | None:
@@ -377,12 +384,18 @@ def clean_model(raw: Any, where: str, errors: _Errors) -> dict | None:
     if whole_repo and source != "hf":
         errors.add(f"{where}.whole_repo", "only a Hugging Face model can be a whole repo")
         return None
+    without = raw.get("without", [])
+    if not isinstance(without, list) or any(c not in WITHOUT_COMPONENTS for c in without) or (
+            without and not whole_repo):
+        errors.add(f"{where}.without", "must list component folders of a whole repo "
+                                       f"({', '.join(WITHOUT_COMPONENTS)}), got {_show(without)}")
+        return None
     title = raw.get("title", "")
     if not isinstance(title, str) or len(title) > 200:
         errors.add(f"{where}.title", "must be text of at most 200 characters")
         return None
     return {"source": source, "id": model_id, "revision": revision, "files": cleaned, "whole_repo": whole_repo,
-            **({"title": title} if title else {})}
+            **({"without": sorted(set(without))} if without else {}), **({"title": title} if title else {})}
 
 
 def model_key(model: dict) -> tuple[str, str, str]:
@@ -407,6 +420,77 @@ def _clean_models(raw: Any, where: str, errors: _Errors) -> list[dict]:
         seen[model_key(model)] = index
         models.append(model)
     return models
+
+
+MAX_VARIANTS = 50
+VARIANT_FIELDS = ("name", "base_model", "base", "parts")
+
+
+def _clean_ref(raw: Any, where: str, errors: _Errors, needs_file: bool) -> dict | None:
+    """A variant's base or part: a download's source, id and (for a part) its file in the repo."""
+    if not _object_with(raw, where, ("source", "id", "file"), "model reference", errors):
+        return None
+    source, model_id, file = raw.get("source"), raw.get("id"), raw.get("file", "")
+    if source not in MODEL_SOURCES:
+        errors.add(f"{where}.source", f"must be one of {', '.join(MODEL_SOURCES)}, got {_show(source)}")
+        return None
+    rule = HF_ID if source == "hf" else NUMBER_ID
+    if not isinstance(model_id, str) or not rule.fullmatch(model_id) or ".." in model_id:
+        errors.add(f"{where}.id", f"must be {'owner/name' if source == 'hf' else 'a Civitai model id'}, "
+                                  f"got {_show(model_id)}")
+        return None
+    try:
+        file = safe_relative_path(file, WEIGHT_SUFFIXES) if isinstance(file, str) and file else file
+    except Exception as exc:  # noqa: BLE001 - UnsafeFile, or odd input the path parser trips on
+        errors.add(f"{where}.file", _short(str(exc), 200))
+        return None
+    if not isinstance(file, str) or bool(file) != needs_file:
+        errors.add(f"{where}.file", "must name the weights file in the repo" if needs_file else
+                   "must be empty: a base is a whole diffusers repo")
+        return None
+    return {"source": source, "id": model_id, "file": file}
+
+
+def clean_variant(raw: Any, where: str, errors: _Errors) -> dict | None:
+    """A variant: a diffusers base with components from single files, shown in the pickers by its name."""
+    if not _object_with(raw, where, VARIANT_FIELDS, "variant", errors):
+        return None
+    name, base_model, parts = raw.get("name"), raw.get("base_model", ""), raw.get("parts")
+    if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name.strip()):
+        errors.add(f"{where}.name", f"must be 1 to 80 characters without / or control characters, got {_show(name)}")
+        return None
+    if not isinstance(base_model, str) or len(base_model) > 40:
+        errors.add(f"{where}.base_model", f"must be a base model name, got {_show(base_model)}")
+        return None
+    base = _clean_ref(raw.get("base"), f"{where}.base", errors, needs_file=False)
+    if base is None:
+        return None
+    if not isinstance(parts, dict) or not parts or any(c not in WITHOUT_COMPONENTS for c in parts):
+        errors.add(f"{where}.parts", f"must map components ({', '.join(WITHOUT_COMPONENTS)}) to files, "
+                                     f"got {_show(parts)}")
+        return None
+    cleaned = {c: _clean_ref(ref, f"{where}.parts.{c}", errors, needs_file=True) for c, ref in sorted(parts.items())}
+    if any(ref is None for ref in cleaned.values()):
+        return None
+    return {"name": name.strip(), "base_model": base_model, "base": base, "parts": cleaned}
+
+
+def _clean_variants(raw: Any, errors: _Errors) -> list[dict]:
+    if not isinstance(raw, list) or len(raw) > MAX_VARIANTS:
+        errors.add("variants", f"must be a list of at most {MAX_VARIANTS} variants, got {_type(raw)}")
+        return []
+    variants, seen = [], {}
+    for index, item in enumerate(raw):
+        variant = clean_variant(item, f"variants[{index}]", errors)
+        if variant is None:
+            continue
+        if variant["name"] in seen:
+            first = seen[variant["name"]]
+            errors.add(f"variants[{index}].name", f"{_show(variant['name'])} is already variants[{first}]")
+            continue
+        seen[variant["name"]] = index
+        variants.append(variant)
+    return variants
 
 
 PRESET_FIELDS = ("workflow", "name", "params", "models", "description")
@@ -523,13 +607,14 @@ def validate(raw: Any, specs: Mapping[str, ParamSpec]) -> ConfigDoc:
             seen[key] = index
             presets.append(preset)
     models = _clean_models(doc.get("models", []), "models", errors)
+    variants = _clean_variants(doc.get("variants", []), errors)
     ui = _clean_ui(doc.get("ui", {}), errors)
     tokens = _clean_tokens(doc.get("tokens", {}), errors)
     if errors:
         raise ConfigError(errors)
     if migrated_from is not None:
         notes.insert(0, f"migrated from config version {migrated_from} to {CURRENT_VERSION}")
-    return ConfigDoc(CURRENT_VERSION, defaults, presets, models, ui, tokens, migrated_from, notes)
+    return ConfigDoc(CURRENT_VERSION, defaults, presets, models, variants, ui, tokens, migrated_from, notes)
 
 
 def load(data: bytes | str, specs: Mapping[str, ParamSpec], where: str = "file") -> ConfigDoc:

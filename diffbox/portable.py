@@ -18,6 +18,7 @@ from typing import Any
 from diffbox import __version__
 from diffbox.config import CURRENT_VERSION, ConfigDoc, ConfigError, load, model_key
 from diffbox.hub import HubError
+from diffbox.hub.variants import Ref
 from diffbox.store import atomic_write_bytes
 from diffbox.logs import register_secrets
 from diffbox.markup import code, md
@@ -90,8 +91,37 @@ def _pin_entry(pin: dict, library) -> dict | None:
     whole_repo = any(m.kind == "diffusers" or m.path.is_dir() for m in local)
     files = [{"name": f.get("name", ""), "size": int(f.get("size") or 0), "sha256": f.get("sha256") or ""}
              for f in pin.get("files") or [] if f.get("name")]
-    return {"source": pin["source"], "id": pin["model_id"], "revision": str(pin.get("revision") or ""),
-            "files": files, "whole_repo": whole_repo and pin["source"] == "hf"}
+    entry = {"source": pin["source"], "id": pin["model_id"], "revision": str(pin.get("revision") or ""),
+             "files": files, "whole_repo": whole_repo and pin["source"] == "hf"}
+    if entry["whole_repo"] and local:  # a variant's base, here without its experts' weights: fetch it so again
+        entry["without"] = sorted({c for m in local for c in m.missing_weights})
+    return entry
+
+
+def _variant_exports(library) -> tuple[list[dict], list[dict]]:
+    """The library's variants another pod can fetch (no hand-copied part) and the model entries that fetch
+    their files: the base as a whole repo without the replaced components' weights, each part as a file
+    with the revision and sha256 its download recorded."""
+    variants, entries = [], {}
+    for variant in library.variants(refresh=False):
+        refs = [variant.base, *variant.parts.values()]
+        if any(ref.source not in ("hf", "civitai") for ref in refs):
+            continue
+        variants.append(variant.to_dict())
+        base = variant.base_model_found
+        entry = entries.setdefault((variant.base.source, variant.base.id), {
+            "source": variant.base.source, "id": variant.base.id, "revision": getattr(base, "revision", "") or "",
+            "files": [], "whole_repo": variant.base.source == "hf", "without": []})
+        entry["without"] = sorted({*entry.get("without", []), *variant.parts})
+        for component, ref in variant.parts.items():
+            part = variant.parts_found.get(component)
+            entry = entries.setdefault((ref.source, ref.id), {
+                "source": ref.source, "id": ref.id, "revision": getattr(part, "revision", "") or "", "files": [],
+                "whole_repo": False})
+            if all(f["name"] != ref.file for f in entry["files"]):
+                entry["files"].append({"name": ref.file, "size": part.size if part else 0,
+                                       "sha256": part.sha256 if part else ""})
+    return variants, list(entries.values())
 
 
 def export_document(services, include_tokens: bool = False) -> dict:
@@ -103,10 +133,23 @@ def export_document(services, include_tokens: bool = False) -> dict:
     models = []
     if services.library is not None:
         models = [e for e in (_pin_entry(p, services.library) for p in services.library.pins()) if e]
+        variants, needed = _variant_exports(services.library)
+        pinned = {(m["source"], m["id"]): m for m in models}
+        for entry in needed:
+            mine = pinned.get((entry["source"], entry["id"]))
+            if mine is None:
+                models.append(entry)
+            elif mine["whole_repo"]:
+                mine.setdefault("without", entry.get("without", []))  # the base is not here yet: the variant knows
+            else:  # a pinned file of the same repo: one entry lists both
+                names = {f["name"] for f in mine["files"]}
+                mine["files"] += [f for f in entry["files"] if f["name"] not in names]
         models.sort(key=lambda m: (m["source"], m["id"]))
     doc: dict[str, Any] = {"version": CURRENT_VERSION, "app": f"diffbox {__version__}",
                            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            "defaults": defaults, "presets": presets, "models": models, "ui": preferences["ui"]}
+    if services.library is not None and variants:
+        doc["variants"] = variants
     if include_tokens and services.tokens is not None:
         tokens = {s: services.tokens.get(s) for s in ("hf", "civitai")}
         doc["tokens"] = {s: t for s, t in tokens.items() if t}
@@ -144,12 +187,12 @@ def remove_kept_exports(cache_dir: Path) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _requests(model: dict) -> list[tuple[str, str, str]]:
-    """(source, model_id with @revision, file) for each download the entry needs."""
+def _requests(model: dict) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(source, model_id with @revision, file, component folders fetched without weights) per download."""
     ref = f"{model['id']}@{model['revision']}" if model["revision"] else model["id"]
     if model["whole_repo"] or not model["files"]:
-        return [(model["source"], ref, "")]
-    return [(model["source"], ref, f["name"]) for f in model["files"]]
+        return [(model["source"], ref, "", tuple(model.get("without", ())))]
+    return [(model["source"], ref, f["name"], ()) for f in model["files"]]
 
 
 def _same_revision(model: dict, revision: str) -> bool:
@@ -227,6 +270,9 @@ def plan_import(services, doc: ConfigDoc) -> dict:
     for model in doc.models:
         if (model["source"], model["id"]) not in pinned:
             models["pin"].append(_label(model))
+    known = {v.name: v.to_dict() for v in services.library.variant_records.records()} if services.library else {}
+    variants = {"added": [v["name"] for v in doc.variants if known.get(v["name"]) != v],
+                "unchanged": [v["name"] for v in doc.variants if known.get(v["name"]) == v]}
     ui = {k: {"from": preferences["ui"].get(k), "to": v} for k, v in doc.ui.items() if preferences["ui"].get(k) != v}
     tokens = {}
     for source, token in doc.tokens.items():
@@ -234,10 +280,11 @@ def plan_import(services, doc: ConfigDoc) -> dict:
         if current != token:
             tokens[source] = "replaced" if current else "set"
     changes = (sum(len(v) for v in defaults.values()) + len(presets["added"]) + len(presets["changed"])
-               + len(models["download"]) + len(models["pin"]) + len(ui) + len(tokens))
+               + len(models["download"]) + len(models["pin"]) + len(variants["added"]) + len(ui) + len(tokens))
     return {"version": doc.version, "migrated_from": doc.migrated_from, "changes": changes,
             "defaults": defaults, "presets": presets, "models": models, "download_bytes": download_bytes,
-            "ui": ui, "tokens": tokens, "notes": list(doc.notes), "applied": False, "download_ids": [],
+            "variants": variants, "ui": ui, "tokens": tokens, "notes": list(doc.notes), "applied": False,
+            "download_ids": [],
             "errors": []}
 
 
@@ -264,6 +311,11 @@ def apply(services, doc: ConfigDoc) -> dict:
             services.tokens.set(source, token)
     if services.library is not None:
         _apply_models(services, doc, report)
+        for variant in doc.variants:  # offered in the pickers once the files queued above have landed
+            if variant["name"] in report["variants"]["added"]:
+                services.library.variant_records.add(
+                    variant["name"], variant["base_model"], Ref.from_dict(variant["base"]),
+                    {c: Ref.from_dict(ref) for c, ref in variant["parts"].items()})
     report["applied"] = True
     log.info("config imported: %d change(s), %d download(s) queued, %d problem(s)", report["changes"],
              len(report["download_ids"]), len(report["errors"]))
@@ -296,9 +348,9 @@ def _apply_models(services, doc: ConfigDoc, report: dict) -> None:
     for model in _all_models(doc):
         label, plans, failed = _label(model), [], False
         if label in wanted:
-            for source, ref, file in _requests(model):
+            for source, ref, file, without in _requests(model):
                 try:
-                    download_id = services.downloads.request(source, ref, file)
+                    download_id = services.downloads.request(source, ref, file, without=without)
                 except HubError as exc:
                     failed = True
                     report["errors"].append(f"{label}{'/' + file if file else ''}: could not be queued: {exc}")
@@ -363,6 +415,8 @@ def summary(report: dict) -> str:
         lines.append(f"- already here: {', '.join(code(m['model']) for m in models['present'])}")
     if models["pin"]:
         lines.append(f"- pin: {', '.join(code(label) for label in models['pin'])}")
+    if report.get("variants", {}).get("added"):
+        lines.append(f"- model variants: {', '.join(code(name) for name in report['variants']['added'])}")
     for key, change in report["ui"].items():
         lines.append(f"- UI {code(key)}: {code(repr(change['from']))} → {code(repr(change['to']))}")
     for source, what in report["tokens"].items():

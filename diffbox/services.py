@@ -19,7 +19,9 @@ from diffbox.engine.cache import ModelCache, display_name, is_out_of_memory
 from diffbox.engine.devices import device_info
 from diffbox.engine.loras import LoraRequest
 from diffbox.engine.runner import Job, JobRunner
+from diffbox.engine.loaders import ModelSource
 from diffbox.hub.library import LocalModel, scan_models
+from diffbox.hub.variants import Variant
 from diffbox.params import InvalidParams, ParamSpec
 from diffbox.settings import Settings
 from diffbox.store import QUEUED, RUNNING, JobHistory
@@ -103,11 +105,23 @@ class Services:
     def tokens(self):
         return self.hub.tokens if self.hub else None
 
-    def models(self, workflow: str) -> list[LocalModel]:
-        """The library's pipelines for a workflow (its pipeline classes pin the base model down)."""
+    def models(self, workflow: str) -> list[LocalModel | Variant]:
+        """What a workflow's model picker offers: the library's pipelines for it (its pipeline classes pin the
+        base model down) that hold all their weights, then the variants whose base and parts are all here
+        (a base fetched without its experts is offered only through its variants)."""
         wanted = PIPELINE_CLASSES[workflow]
         found = self.library.models() if self.hub else scan_models(self.settings.models_dir)
-        return [m for m in found if m.pipeline_class in wanted]
+        models: list[LocalModel | Variant] = [m for m in found if m.pipeline_class in wanted and not m.missing_weights]
+        if self.hub:
+            models += [v for v in self.library.variant_records.list(found) if v.ready and v.pipeline_class in wanted]
+        return models
+
+    @staticmethod
+    def load_source(model: LocalModel | Variant) -> Path | ModelSource:
+        """What the model cache loads for a picker entry: a folder, or a variant's base with its part files."""
+        if isinstance(model, Variant):
+            return ModelSource(model.base_model_found.path, {c: m.path for c, m in model.parts_found.items()})
+        return model.path
 
     def loras(self, base_model: str) -> list[LocalModel]:
         """The library's LoRA files for a base model (Qwen-Image and -Edit LoRAs count for each other)."""
@@ -115,7 +129,7 @@ class Services:
             return self.library.loras(base_model)
         return [m for m in scan_models(self.settings.models_dir) if m.kind == "lora" and m.base_model == base_model]
 
-    def resolve_model(self, workflow: str, name: str) -> LocalModel:
+    def resolve_model(self, workflow: str, name: str) -> LocalModel | Variant:
         available = self.models(workflow)
         if not available:
             raise InvalidParams({"model": f"no {workflow} model in the library ({self.settings.models_dir}); "
@@ -156,7 +170,8 @@ class Services:
             return i2v.run(ctx, loaded.pipe, i2v.I2VInput(job_params, job_input.image, job_input.end_image),
                            model.name, loras, extra_metadata=placement)
 
-        return self.runner.submit("i2v", params, lambda ctx: self._on_gpu(ctx, model.path, params, attempt))
+        return self.runner.submit("i2v", params,
+                                  lambda ctx: self._on_gpu(ctx, self.load_source(model), params, attempt))
 
     def submit_svi(self, values: dict | None, image: Any) -> Job:
         """SVI 2.0 Pro: a chain of clips; each finished clip is an OutputEvent("clip") as it is written."""
@@ -184,7 +199,8 @@ class Services:
             return svi.run(ctx, loaded.pipe, svi.SVIInput(clean, job_input.image, job_input.resume),
                            model.name, loras, extra_metadata=placement)
 
-        return self.runner.submit("svi", params, lambda ctx: self._on_gpu(ctx, model.path, params, attempt))
+        return self.runner.submit("svi", params,
+                                  lambda ctx: self._on_gpu(ctx, self.load_source(model), params, attempt))
 
     def _svi_loras(self, params: dict) -> list[LoraRequest]:
         """The SVI pair (each on its own expert), the distill LoRA, then the user's; one message names
@@ -230,9 +246,10 @@ class Services:
             return qwen_edit.run(ctx, loaded.pipe, dataclasses.replace(job_input, params=job_params), model.name,
                                  loras, controlnet_path, extra_metadata=placement)
 
-        return self.runner.submit("qwen_edit", params, lambda ctx: self._on_gpu(ctx, model.path, params, attempt))
+        return self.runner.submit("qwen_edit", params,
+                                  lambda ctx: self._on_gpu(ctx, self.load_source(model), params, attempt))
 
-    def _qwen_model(self, mode: str, name: str) -> LocalModel:
+    def _qwen_model(self, mode: str, name: str) -> LocalModel | Variant:
         """Generate mode prefers a Qwen-Image text-to-image model (the one named, else the first) over
         the edit model, which `model` usually names; every mode can fall back to the edit model."""
         if mode == "generate":
@@ -242,7 +259,7 @@ class Services:
                 return next((m for m in text_to_image if m.name == name), text_to_image[0])
         return self.resolve_model("qwen_edit", name)
 
-    def _on_gpu(self, ctx, path: Path, params: dict, attempt):
+    def _on_gpu(self, ctx, path: Path | ModelSource, params: dict, attempt):
         """Loads (or reuses) the model and runs the attempt; on CUDA out-of-memory retries once, one
         placement more conservative with VAE tiling (the cache says which), else a clear error."""
         ctx.progress("loading model")
@@ -266,6 +283,23 @@ class Services:
                 raise RuntimeError(f"out of GPU memory again with {retry.placement.mode} and VAE tiling: lower "
                                    "the resolution or frame count, or choose fp8 weights") from None
             raise
+
+    def pod_resources(self) -> dict:
+        """What a pod plan is made for, measured: total VRAM (0 without a CUDA GPU) and host RAM (the cgroup
+        limit when tighter than the machine's) in bytes, and the free disk under models/ in bytes."""
+        import shutil
+
+        import torch
+
+        from diffbox.engine.cache import cuda_memory_probe
+        from diffbox.engine.host_memory import host_ram_status
+
+        folder = self.settings.models_dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return {"vram_bytes": cuda_memory_probe().total_bytes if torch.cuda.is_available() else 0,
+                "ram_bytes": host_ram_status().total_bytes, "disk_free_bytes": shutil.disk_usage(folder).free,
+                "device": device_info()["device"]}
 
     def shown_name(self, cache_key: str) -> str:
         """A loaded model as /health shows it, to anyone: its library name (relative to models/) or its

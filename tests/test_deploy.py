@@ -2,17 +2,27 @@
 
 No Docker engine here: the files are parsed and checked against the code they launch."""
 
+import itertools
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
+from diffbox.engine.pod_plan import GB, POD_SIZES, markdown, recommend, volume_gb_for
 from diffbox.settings import build_parser, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 TEMPLATE = json.loads((ROOT / "runpod_template.json").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+# The pod the template's volume is sized for: an 80 GB card (A100/H100, which RunPod rents with 117 GB of RAM or
+# more), the smallest on which every workflow runs in 16-bit all on the GPU, so its set is the largest one.
+TEMPLATE_POD = (80, 117)
+OUTPUTS_ROOM_GB = 20  # videos and edits, the latents SVI keeps for Extend, a few LoRAs from Civitai
+NO_LIMIT_GB = 100_000
 
 
 def instructions(name: str) -> list[str]:
@@ -47,6 +57,8 @@ def test_dockerfile_keeps_user_data_on_the_volume_and_checks_health():
     assert base.startswith("pytorch/pytorch:") and "cuda" in base
     env = dict(re.findall(r"(\w+)=(\S+)", " ".join(instructions("ENV"))))
     assert env["DIFFBOX_HOME"] == "/workspace/diffbox" and env["HF_HOME"].startswith("/workspace/")
+    assert env["HF_HOME"] == env["DIFFBOX_HOME"] + "/cache/huggingface" and "`cache/huggingface`" in README
+    assert env["DIFFBOX_HOME"] == next(e["value"] for e in TEMPLATE["env"] if e["key"] == "DIFFBOX_HOME")
     assert set(env) - {"HF_XET_HIGH_PERFORMANCE", "GRADIO_ANALYTICS_ENABLED", "PYTHONUNBUFFERED"} <= env_vars_the_app_reads()
     (health,) = instructions("HEALTHCHECK")
     assert f"127.0.0.1:{load_settings(docker_cmd()[2:], {}).port}/health" in health
@@ -65,6 +77,8 @@ def test_runpod_template_matches_the_image_flags_and_env():
     keys = [e["key"] for e in TEMPLATE["env"]]
     assert {"DIFFBOX_AUTH", "DIFFBOX_CONFIG", "HF_TOKEN", "CIVITAI_TOKEN"} <= set(keys)
     assert set(keys) <= env_vars_the_app_reads(), set(keys) - env_vars_the_app_reads()
+    flags_table = README.split("## Flags and environment", 1)[1].split("\n## ", 1)[0]
+    assert [k for k in keys if f"`{k}`" not in flags_table] == []  # README documents every one
     home = next(e["value"] for e in TEMPLATE["env"] if e["key"] == "DIFFBOX_HOME")
     assert home.startswith(TEMPLATE["volumeMountPath"] + "/")
     flags_env = {"DIFFBOX_AUTH": "--auth", "DIFFBOX_CONFIG": "--config"}
@@ -73,6 +87,30 @@ def test_runpod_template_matches_the_image_flags_and_env():
         assert env in action.help
         assert env in TEMPLATE["readme"]
     assert "GRADIO_ROOT_PATH" in TEMPLATE["readme"] and "GRADIO_ROOT_PATH" in README
+
+
+def test_runpod_volume_holds_the_default_pods_set_with_room_for_outputs():
+    volume = TEMPLATE["volumeInGb"]
+    wanted = recommend(*TEMPLATE_POD, NO_LIMIT_GB)  # what the pod downloads when the disk is no limit
+    assert all(w.fits and (w.placement, w.weights) == ("gpu", "16-bit") for w in wanted.workflows.values())
+    assert volume >= volume_gb_for(wanted.total_bytes) + OUTPUTS_ROOM_GB
+    assert recommend(*TEMPLATE_POD, volume).files == wanted.files  # nothing traded down for lack of disk
+    for vram, ram in itertools.product((24, 48, 80, 141), (32, 64, 128, 256)):  # on any other card either
+        assert recommend(vram, ram, volume).files == recommend(vram, ram, NO_LIMIT_GB).files, (vram, ram)
+    runpod = README.split("## RunPod", 1)[1]
+    for text in (TEMPLATE["readme"], runpod):  # both say the size and the set it is for
+        assert f"{volume} GB" in text and f"{wanted.total_bytes / GB:.0f} GB" in text
+
+
+def test_readme_pod_sizes_table_is_the_plans_own():
+    section = README.split("## Pod sizes", 1)[1].split("\n## ", 1)[0]
+    assert markdown() in section
+    command = "python -m diffbox.engine.pod_plan markdown"  # what README says regenerates it
+    printed = subprocess.run([sys.executable, *command.split()[1:]], cwd=ROOT, capture_output=True, text=True)
+    assert printed.stdout == markdown() and f"`{command}`" in section
+    assert {vram for vram, _, _ in POD_SIZES} == {24, 48, 80, 141}  # the cards people rent
+    rows = markdown().splitlines()[2:]
+    assert len(rows) == len(POD_SIZES) and any("does not fit" in row for row in rows)
 
 
 def test_runpod_template_takes_the_login_from_a_runpod_secret():

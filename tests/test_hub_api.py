@@ -62,6 +62,7 @@ def test_search_download_library_and_pin_over_the_api(client, fakes):
     pin = client.predict("civitai", "1", True, api_name="/pin")
     assert pin["pinned"] and pin["in_library"] == ["loras/dolly.safetensors"]
     assert {m["name"] for m in client.predict(api_name="/library") if m["pinned"]} == {"loras/dolly.safetensors"}
+    assert client.predict(api_name="/variants") == []  # a demo folder and two LoRAs: no variant yet
 
 
 def test_user_fixable_errors_are_sentences_and_the_app_keeps_serving(client, fakes):
@@ -95,7 +96,7 @@ def test_result_cards_escape_what_strangers_wrote_and_the_tab_renders_them():
     download = {"id": "d1", "file": "f.safetensors", "source": "hf", "state": "downloading", "bytes_done": 512,
                 "bytes_total": 2048, "speed": 1024.0, "eta_s": 90.0, "error": None}
     hub = SimpleNamespace(downloads=SimpleNamespace(list=lambda: [download]),
-                          library=SimpleNamespace(models=lambda: []), tokens=SimpleNamespace(status=lambda s: "not set"))
+                          library=SimpleNamespace(models=lambda: [], variants=lambda: []), tokens=SimpleNamespace(status=lambda s: "not set"))
     services = SimpleNamespace(hub=hub)
     assert download_rows(services) == [["d1", "f.safetensors", "hf", "downloading", "25%", "512 B / 2.0 KB",
                                         "1.0 KB/s", "00:01:30", ""]]

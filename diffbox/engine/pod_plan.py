@@ -18,6 +18,8 @@ How a plan is made:
 Units: VRAM and RAM in GiB (what torch and psutil report: a "24 GB" card has 24 GiB), disk in GB of
 10^9 bytes (what the hub's sizes and a volume's size are written in). RAM is the pod's total: the app's
 own process (``APP_RAM``) is taken off it.
+
+README's "Pod sizes" table is ``markdown()`` over ``POD_SIZES``: ``python -m diffbox.engine.pod_plan markdown``.
 """
 
 from __future__ import annotations
@@ -219,3 +221,47 @@ def _why_not(workflow: str, vram: int, ram: int, disk: int, budget: int, chosen:
                         f"{sum(f.bytes for f in need) / GB:.1f} GB with the rest of the plan; a {disk / GB:.0f} GB "
                         f"volume leaves {budget / GB:.1f} GB for models after keeping "
                         f"{(disk - budget) / GB:.1f} GB free", cheapest.variant)
+
+
+def volume_gb_for(total_bytes: int) -> int:
+    """The smallest volume, in whole GB, whose budget (after the margin kept free) holds ``total_bytes``."""
+    size = int(-(-(total_bytes + DISK_MARGIN) // (1 - DISK_MARGIN_FRACTION)) // GB)
+    while disk_budget(size * GB) < total_bytes:  # float rounding in the inverse
+        size += 1
+    return size
+
+
+# The pods README's "Pod sizes" table shows (VRAM GiB, RAM GiB, volume GB): the cards people rent, with the
+# host RAM and volumes they come with, and the corners where a smaller RAM or volume changes the plan.
+POD_SIZES = ((24, 32, 100), (24, 48, 100), (24, 64, 150), (48, 64, 150), (48, 128, 150), (80, 128, 100),
+             (80, 128, 150), (141, 256, 300))
+
+
+def _cell(plan: WorkflowPlan, vram: int, ram: int) -> str:
+    if plan.fits:
+        return f"{plan.weights}, {placement_label(plan.placement, 'native')}"
+    if plan.ram_bytes > ram:
+        return f"does not fit: needs {format_bytes(plan.ram_bytes)} RAM"
+    if plan.vram_bytes > vram:
+        return f"does not fit: needs {format_bytes(plan.vram_bytes)} VRAM"
+    return "does not fit on the volume"
+
+
+def markdown(pods=POD_SIZES) -> str:
+    """README's "Pod sizes" table: per pod, what the plan downloads and how each workflow runs."""
+    lines = ["| VRAM × RAM × volume | Downloaded | Image → video (i2v) | SVI (svi) | Qwen edit (qwen_edit) |",
+             "|---|---|---|---|---|"]
+    for vram_gb, ram_gb, disk_gb in pods:
+        plan = recommend(vram_gb, ram_gb, disk_gb)
+        cells = [_cell(plan.workflows[w], plan.vram_bytes, plan.ram_bytes) for w in WORKFLOWS]
+        lines.append(f"| {vram_gb} GB × {ram_gb} GB × {disk_gb} GB | {plan.total_bytes / GB:.1f} GB | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["markdown"]:
+        sys.exit("usage: python -m diffbox.engine.pod_plan markdown")
+    print(markdown(), end="")

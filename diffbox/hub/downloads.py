@@ -6,6 +6,13 @@ immediate, readable error), then fetched in the background into models/.download
 models/ by rename: the library never sees a partial or unverified file. Downloads left unfinished
 by a stopped app are queued again at the next start and resume from their `.part` files.
 
+The disk is checked for the whole queue, not one download at a time: a new download is refused
+unless its bytes, plus what every queued or running one still has to fetch (its size less what its
+staging folder already holds), fit the free space; and while it runs each download checks, every
+second or so, that it and the downloads ahead of it in the queue still fit (something else may have
+filled the disk). One that no longer fits stops with a sentence naming the numbers and keeps what it
+has for a Retry, instead of dying with "no space left on device" or starving the ones ahead of it.
+
 A state change the disk refuses (it is full: the download itself may have filled it) is kept in
 memory, shown as if saved and written again every few seconds, so a download never reads
 "downloading" after its worker has stopped; cancel and retry also act on a download whose
@@ -46,10 +53,15 @@ ACTIVE = (QUEUED, DOWNLOADING, VERIFYING)
 STAGING = ".downloads"  # hidden: the library scan skips it
 PERSIST_EVERY_S = 2.0
 SPEED_WINDOW_S = 5.0
+ROOM_CHECK_S = 1.0  # how often a running download checks that the queue still fits the disk
 
 
 class HashMismatch(HubError):
     discard = True
+
+
+class NoRoom(HubError):
+    """The disk cannot hold what the queue still has to fetch; what was fetched is kept for a Retry."""
 
 
 class Live:
@@ -127,6 +139,14 @@ def _move(source: Path, dest: Path) -> None:
         source.unlink()
 
 
+def _and_the_others(count: int, where: str, pending: int) -> str:
+    """", and the 2 downloads already queued need 3.1 GB more" (nothing when they need nothing)."""
+    if not pending:
+        return ""
+    who = "the download" if count == 1 else f"the {count} downloads"
+    return f", and {who} {where} need{'s' if count == 1 else ''} {format_bytes(pending)} more"
+
+
 class DownloadManager:
     def __init__(self, models_dir: Path, db_path: Path, library: Library, hf: HuggingFace, civitai: Civitai, *,
                  workers: int = 2, backoff: Backoff = Backoff(),
@@ -186,8 +206,9 @@ class DownloadManager:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def request(self, source: str, model_id: str, file: str = "") -> str:
-        """Plans the download (raising HubError for anything the user must fix) and queues it."""
+    def request(self, source: str, model_id: str, file: str = "", without: tuple[str, ...] = ()) -> str:
+        """Plans the download (raising HubError for anything the user must fix) and queues it. `without`:
+        component folders of a whole HF repo fetched without their weights (HuggingFace.plan)."""
         try:
             source = normalise_source(source)
         except ValueError as exc:
@@ -195,7 +216,7 @@ class DownloadManager:
         if not str(model_id or "").strip():
             raise HubError("say which model to download (a Hugging Face repo id or a Civitai model id)")
         if source == "hf":
-            plan = self.hf.plan(model_id, file or "")
+            plan = self.hf.plan(model_id, file or "", tuple(without))
         elif source == "civitai":
             plan = self.civitai.plan(model_id, file or "")
         else:
@@ -209,17 +230,14 @@ class DownloadManager:
                 if same and record["state"] in ACTIVE:
                     return record["id"]  # asked twice: one download
         existing = self._already_in_library(plan)
-        if existing is None:
-            free = self._free_space(self.models_dir)
-            if plan.total_size > free:
-                raise HubError(f"not enough disk space for {plan.title}: it needs {format_bytes(plan.total_size)}, "
-                               f"{format_bytes(free)} are free in the models folder")
         download_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         record = {"id": download_id, "plan": plan.to_dict(), "state": DONE if existing else QUEUED,
                   "bytes_done": plan.total_size if existing else 0, "bytes_total": plan.total_size,
-                  "error": None, "name": existing, "created_at": time.time(), "started_at": None,
-                  "finished_at": time.time() if existing else None}
-        with self._lock:
+                  "error": None, "name": existing, "created_at": time.time(), "queued_at": time.time(),
+                  "started_at": None, "finished_at": time.time() if existing else None}
+        with self._lock:  # the check and the insert together: two requests at once cannot both take the last GB
+            if existing is None:
+                self._refuse_without_room(plan)
             try:
                 self._table.insert(record)
             except OSError as exc:
@@ -266,9 +284,54 @@ class DownloadManager:
             record = self._require(download_id)
             if record["state"] not in (FAILED, CANCELLED) and not self._orphaned(record):
                 return self._public(record)
-            self._update(download_id, state=QUEUED, error=None, finished_at=None)
+            self._update(download_id, state=QUEUED, error=None, finished_at=None, queued_at=time.time())
         self._queue.put(download_id)
         return self.get(download_id)
+
+    # -- disk space for the whole queue -----------------------------------------------------------
+
+    def _refuse_without_room(self, plan: Plan) -> None:
+        """Raises HubError unless the new plan and everything still to fetch for the queue fit the free disk."""
+        queued = self._active_ahead(None)
+        pending = sum(map(self._still_to_fetch, queued))
+        free = self._free_space(self.models_dir)
+        if plan.total_size + pending > free:
+            others = _and_the_others(len(queued), "already queued", pending)
+            raise HubError(f"not enough disk space for {plan.title}: it needs {format_bytes(plan.total_size)}{others}, "
+                           f"{format_bytes(free)} are free in the models folder")
+
+    def _check_room(self, download_id: str) -> None:
+        """Raises NoRoom when this download and those ahead of it in the queue no longer fit the free disk."""
+        with self._lock:
+            record = self._require(download_id)
+            ahead = self._active_ahead(record)
+            own, pending = self._still_to_fetch(record), sum(map(self._still_to_fetch, ahead))
+            free = self._free_space(self.models_dir)
+        if own + pending > free:
+            others = _and_the_others(len(ahead), "ahead of it", pending)
+            raise NoRoom(f"not enough disk space to go on with {record['plan']['title']}: it still needs "
+                         f"{format_bytes(own)}{others}, {format_bytes(free)} are free in the models folder. "
+                         "Free some space and press Retry.")
+
+    def _active_ahead(self, record: dict | None) -> list[dict]:
+        """Queued, running and verifying downloads queued before `record` (all of them for None)."""
+        def place(r: dict) -> tuple:
+            return r.get("queued_at") or r["created_at"], r["id"]
+
+        active = [r for r in map(self._merged, self._table.all()) if r["state"] in ACTIVE]
+        return [r for r in active if record is None or place(r) < place(record)]
+
+    def _still_to_fetch(self, record: dict) -> int:
+        """A download's size less the bytes its staging folder already holds (fetched files and partial ones)."""
+        if record["state"] == VERIFYING:  # every byte is fetched; its staging folder empties as it moves into place
+            return 0
+        held = 0
+        for path in self._staging(record["id"]).rglob("*"):
+            try:
+                held += path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
+            except OSError:  # a temp file renamed or deleted while we looked
+                pass
+        return max(0, record["bytes_total"] - held)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -391,18 +454,23 @@ class DownloadManager:
             planned.done = planned.done and self._staged(plan, planned, staging).is_file()
         staging.mkdir(parents=True, exist_ok=True)
         live.bytes_total = plan.total_size
+        room_checked = [float("-inf")]
 
         def check() -> None:
             if self._stop.is_set():
                 raise Interrupted()
             if live.cancel.is_set():
                 raise Cancelled()
+            if time.monotonic() - room_checked[0] > ROOM_CHECK_S:
+                room_checked[0] = time.monotonic()
+                self._check_room(download_id)
 
         def wait(seconds: float) -> None:
             live.wake.wait(seconds)
             check()
 
         try:
+            check()  # before the first byte: the disk may have filled since the download was queued
             for planned in plan.files:
                 if planned.done:
                     continue

@@ -141,9 +141,10 @@ class HuggingFace:
 
     # -- planning a download --------------------------------------------------------------------
 
-    def plan(self, model_id: str, file: str = "") -> Plan:
+    def plan(self, model_id: str, file: str = "", without: tuple[str, ...] = ()) -> Plan:
         """`model_id` is `org/name` or `org/name@revision`; `file` a path in the repo, or "" for the
-        whole repo (a diffusers folder)."""
+        whole repo (a diffusers folder). `without` names component folders of a whole repo whose weights
+        are not fetched (their configs are): a variant's base, whose experts come from single files."""
         repo_id, _, revision = model_id.strip().partition("@")
         if repo_id.count("/") != 1:
             raise HubError(f"{model_id!r} is not a Hugging Face model id (expected owner/name)")
@@ -162,7 +163,13 @@ class HuggingFace:
             plan.files = [self._planned(sibling, WEIGHT_SUFFIXES)]
             plan.title = f"{repo_id}/{sibling.rfilename}"
             return plan
-        return self._plan_repo(plan, siblings)
+        plan = self._plan_repo(plan, siblings)
+        if without and plan.whole_repo:
+            skipped = tuple(f"{folder.strip('/')}/" for folder in without)
+            plan.files = [f for f in plan.files  # a weights index without its shards would mislead: config only
+                          if not f.path.startswith(skipped) or f.path.endswith("/config.json")]
+            plan.title = f"{repo_id} (without the weights of {', '.join(sorted(without))})"
+        return plan
 
     def _plan_repo(self, plan: Plan, siblings: dict) -> Plan:
         names = list(siblings)

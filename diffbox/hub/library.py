@@ -23,6 +23,7 @@ from tinydb import Query
 
 from diffbox.engine.checkpoints import COMFY_PREFIX, text_encoder_family
 from diffbox.hub.safety import WEIGHT_SUFFIXES, UnsafeFile, sha256_file, validate_weights
+from diffbox.hub.variants import Variant, Variants
 from diffbox.store import open_db
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,18 @@ class LocalModel:
     @property
     def sha256(self) -> str:
         return self.files[0].sha256 if len(self.files) == 1 and self.path.is_file() else ""
+
+    @property
+    def missing_weights(self) -> tuple[str, ...]:
+        """A diffusers folder's components that have a config but no weights: a variant's base, fetched
+        without the experts it takes from single files. Such a folder is not a model on its own."""
+        if self.kind != "diffusers":
+            return ()
+        configured = {f.name.split("/")[0] for f in self.files if f.name.count("/") == 1
+                      and f.name.endswith("/config.json")}
+        weighted = {f.name.split("/")[0] for f in self.files if "/" in f.name
+                    and f.name.lower().endswith(WEIGHT_FILE_SUFFIXES)}
+        return tuple(sorted(configured - weighted))
 
     def to_dict(self) -> dict:
         # "local_path", not "path": gradio_client takes any dict with a "path" for a file to download.
@@ -299,6 +312,7 @@ class Library:
         self._pins = self._db.table("pins")
         self._lock = threading.RLock()  # tinydb is not thread-safe
         self._skipped: set[str] = set()  # invalid files, warned about once
+        self.variant_records = Variants(self._db.table("variants"), self._lock)
 
     # -- scanning -------------------------------------------------------------------------------
 
@@ -400,6 +414,10 @@ class Library:
     def loras(self, base_model: str) -> list[LocalModel]:
         bases = LORA_COMPATIBLE.get(base_model, (base_model,))
         return [m for m in self.models(kind="lora") if m.base_model in bases]
+
+    def variants(self, refresh: bool = True) -> list[Variant]:
+        """Every recorded variant, resolved against the library (``ready`` once its files are all here)."""
+        return self.variant_records.list(self.models(refresh=refresh))
 
     def find_sha256(self, sha256: str) -> LocalModel | None:
         sha256 = sha256.lower()

@@ -4,6 +4,7 @@
     /download(source, model_id, file) → download id
     /downloads() → list of {id, file, bytes_done, bytes_total, state, error, ...}
     /library() → local models
+    /variants() → every variant (base + single-file parts), with `ready` and what is `missing`
     /pin(source, model_id, pinned) → the pin
     /cancel_download(download_id), /retry_download(download_id) → the download
 
@@ -84,6 +85,11 @@ def register_hub_api(services: Services) -> None:
         """Every model under models/: name, kind, base_model, source, model_id, revision, files, sha256, pinned."""
         return [m.to_dict() for m in hub.library.models()]
 
+    def variants() -> list[dict]:
+        """Every variant: name, base_model, base and parts ({source, id, file}), ready (every file is here: the
+        model pickers offer it by its name), missing (what is not here yet: "base" or a component)."""
+        return [{**v.to_dict(), "ready": v.ready, "missing": v.missing} for v in hub.library.variants()]
+
     def pin(source: str, model_id: str, pinned: bool = True) -> dict:
         """Pin (or unpin) a model; pinned models are what a config export lists. model_id: `owner/name` on
         Hugging Face, `model[@version]` on Civitai, or a library name with source local."""
@@ -101,5 +107,5 @@ def register_hub_api(services: Services) -> None:
         with explained("Cannot retry"):
             return hub.downloads.retry(download_id)
 
-    for fn in (models_search, download, downloads, library, pin, cancel_download, retry_download):
+    for fn in (models_search, download, downloads, library, variants, pin, cancel_download, retry_download):
         gr.api(fn, api_name=fn.__name__, **LIGHT)

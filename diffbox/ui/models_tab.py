@@ -19,6 +19,7 @@ from diffbox.hub.library import KINDS as KIND_NAMES
 from diffbox.logs import redact
 from diffbox.markup import code, md, plain
 from diffbox.services import Services
+from diffbox.ui.variants_panel import build_variants_panel
 
 PRIVATE = {"api_visibility": "private", "queue": False}
 SOURCES = [("Both", "all"), ("Hugging Face", "hf"), ("Civitai", "civitai")]
@@ -285,6 +286,7 @@ def _library_panel(services: Services) -> None:
     set_base.click(classify, [name, kind, base], [table, message], api_name="ui_hub_classify", **PRIVATE)
     pin.click(toggle_pin, name, [table, message], api_name="ui_hub_library_pin", **PRIVATE)
     rescan.click(refresh, None, [table, message], api_name="ui_hub_rescan", **PRIVATE)
+    build_variants_panel(services)
 
 
 def _tokens_panel(services: Services) -> None:
