@@ -10,7 +10,8 @@ RUN apt-get update \
 
 WORKDIR /opt/diffbox
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt \
+    && pip install --no-cache-dir --no-deps spandrel==0.4.2
 COPY . .
 
 # Everything the user owns lives on the volume (/workspace survives pod restarts): models, outputs,

@@ -46,7 +46,6 @@ WORKFLOW = re.compile(r"[a-z][a-z0-9_]{0,31}")
 PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 HF_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-HF_COMMIT = re.compile(r"[0-9a-f]{40}")
 NUMBER_ID = re.compile(r"[0-9]{1,12}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 VARIANT_NAME = re.compile(r"[^\x00-\x1f/\\]{1,80}")
@@ -409,17 +408,23 @@ def _clean_models(raw: Any, where: str, errors: _Errors) -> list[dict]:
     if len(raw) > MAX_MODELS:
         errors.add(where, f"has {len(raw)} models, at most {MAX_MODELS}")
         return []
-    models, seen = [], {}
+    return _each_once(raw, where, clean_model, model_key, errors)
+
+
+def _each_once(raw: list, where: str, clean: Callable, key: Callable, errors: _Errors, field: str = "") -> list[dict]:
+    """Every item cleaned; a later one with the same key (model, revision / variant name) is refused by naming
+    the first, since applying both would let the second silently win."""
+    kept, seen = [], {}
     for index, item in enumerate(raw):
-        model = clean_model(item, f"{where}[{index}]", errors)
-        if model is None:
+        cleaned = clean(item, f"{where}[{index}]", errors)
+        if cleaned is None:
             continue
-        if model_key(model) in seen:
-            errors.add(f"{where}[{index}]", f"is the same model as {where}[{seen[model_key(model)]}]")
+        if key(cleaned) in seen:
+            errors.add(f"{where}[{index}]{field}", f"is the same as {where}[{seen[key(cleaned)]}]")
             continue
-        seen[model_key(model)] = index
-        models.append(model)
-    return models
+        seen[key(cleaned)] = index
+        kept.append(cleaned)
+    return kept
 
 
 MAX_VARIANTS = 50
@@ -479,18 +484,7 @@ def _clean_variants(raw: Any, errors: _Errors) -> list[dict]:
     if not isinstance(raw, list) or len(raw) > MAX_VARIANTS:
         errors.add("variants", f"must be a list of at most {MAX_VARIANTS} variants, got {_type(raw)}")
         return []
-    variants, seen = [], {}
-    for index, item in enumerate(raw):
-        variant = clean_variant(item, f"variants[{index}]", errors)
-        if variant is None:
-            continue
-        if variant["name"] in seen:
-            first = seen[variant["name"]]
-            errors.add(f"variants[{index}].name", f"{_show(variant['name'])} is already variants[{first}]")
-            continue
-        seen[variant["name"]] = index
-        variants.append(variant)
-    return variants
+    return _each_once(raw, "variants", clean_variant, lambda variant: variant["name"], errors, field=".name")
 
 
 PRESET_FIELDS = ("workflow", "name", "params", "models", "description")

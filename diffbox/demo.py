@@ -24,20 +24,14 @@ from pathlib import Path
 import torch
 
 from diffbox.engine.compat import install_qwen_processor_compat
+from diffbox.workflows.registry import WORKFLOWS
 
 DEMO_VERSION = 2  # bump when the builders change; ensure_demo_models rebuilds then
 MARKER_NAME = "demo.json"
 
-# What the app's forms start with in --demo mode: sizes a CPU renders in a couple of seconds.
-# Keys are workflow parameter names; values are validated against each workflow's spec at start.
-DEMO_DEFAULTS: dict[str, dict] = {
-    "i2v": {"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 8, "model": "demo/wan22-i2v"},
-    # Any Wan LoRA pair stands in for the SVI 2.0 Pro pair (no real SVI files offline).
-    "svi": {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 4, "num_clips": 3,
-            "model": "demo/wan22-i2v", "svi_lora_high": "demo/loras/wan-lora-high.safetensors",
-            "svi_lora_low": "demo/loras/wan-lora-low.safetensors"},
-    "qwen_edit": {"width": 64, "height": 64, "num_inference_steps": 4, "model": "demo/qwen-image-edit"},
-}
+# What the app's forms start with in --demo mode (each workflow's demo_defaults: sizes a CPU renders in a
+# couple of seconds). Keys are workflow parameter names; values are validated against each spec at start.
+DEMO_DEFAULTS: dict[str, dict] = {name: dict(w.demo_defaults) for name, w in WORKFLOWS.items() if w.demo_defaults}
 
 # Where each model lives under the demo root.
 DEMO_LAYOUT: dict[str, str] = {
@@ -332,6 +326,10 @@ BUILDERS: dict[str, Callable[[Path, int], None]] = {
     "wan-lora-low-comfy": lambda dest, seed: build_wan_lora(dest, seed, which="low", comfy=True),
     "qwen-lora": build_qwen_lora,
 }
+# The twins that workflows declare themselves (finishing models), built under the same root.
+WORKFLOW_TWINS = {name: twin for workflow in WORKFLOWS.values() for name, twin in workflow.demo_models.items()}
+DEMO_LAYOUT.update({name: where for name, (where, _) in WORKFLOW_TWINS.items()})
+BUILDERS.update({name: builder for name, (_, builder) in WORKFLOW_TWINS.items()})
 
 # ---------------------------------------------------------------------------------------------
 # Building into a root folder

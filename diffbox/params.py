@@ -15,7 +15,6 @@ from typing import Any, Callable, Iterable, Literal, Mapping
 
 Tier = Literal["basic", "advanced", "expert"]
 Kind = Literal["int", "float", "bool", "str", "text", "choice", "seed", "list"]
-TIERS: tuple[Tier, ...] = ("basic", "advanced", "expert")
 
 SEED_MAX = 2**32 - 1
 RANDOM_SEED = -1

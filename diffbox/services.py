@@ -6,15 +6,15 @@ gradio_client take exactly the same path: validate → resolve model → runner 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 
 from diffbox import __version__
+from diffbox.base_models import BY_KEY, QWEN_EDIT
 from diffbox.engine.cache import ModelCache, display_name, is_out_of_memory
 from diffbox.engine.devices import device_info
 from diffbox.engine.loras import LoraRequest
@@ -25,15 +25,13 @@ from diffbox.hub.variants import Variant
 from diffbox.params import InvalidParams, ParamSpec
 from diffbox.settings import Settings
 from diffbox.store import QUEUED, RUNNING, JobHistory
-from diffbox.workflows import i2v
 from diffbox.workflows import svi
-from diffbox.workflows import qwen_edit
+from diffbox.workflows.registry import WORKFLOWS
+from diffbox.workflows.workflow import Resolved, Workflow
 
 log = logging.getLogger(__name__)
 
-WORKFLOW_SPECS: dict[str, ParamSpec] = {"i2v": i2v.SPEC, "svi": svi.SPEC, "qwen_edit": qwen_edit.SPEC}
-PIPELINE_CLASSES: dict[str, tuple[str, ...]] = {"i2v": i2v.PIPELINE_CLASSES, "svi": svi.PIPELINE_CLASSES,
-                                                 "qwen_edit": qwen_edit.PIPELINE_CLASSES}
+WORKFLOW_SPECS: dict[str, ParamSpec] = {name: workflow.spec for name, workflow in WORKFLOWS.items()}
 
 
 def lora_file(name: str, available: list[LocalModel]) -> LocalModel:
@@ -83,7 +81,7 @@ class Services:
         if settings.demo:
             from diffbox import demo
             demo.ensure_demo_models(settings.demo_models_dir)
-            services.specs = {name: spec.with_defaults(demo.DEMO_DEFAULTS.get(name, {}))
+            services.specs = {name: spec.with_defaults(WORKFLOWS[name].demo_defaults)
                               for name, spec in services.specs.items()}
         from diffbox.portable import apply_user_defaults  # after the demo defaults: the user's config wins
         from diffbox.presets import PresetStore
@@ -105,12 +103,19 @@ class Services:
     def tokens(self):
         return self.hub.tokens if self.hub else None
 
+    def library_models(self) -> list[LocalModel]:
+        return self.library.models() if self.hub else scan_models(self.settings.models_dir)
+
     def models(self, workflow: str) -> list[LocalModel | Variant]:
         """What a workflow's model picker offers: the library's pipelines for it (its pipeline classes pin the
         base model down) that hold all their weights, then the variants whose base and parts are all here
-        (a base fetched without its experts is offered only through its variants)."""
-        wanted = PIPELINE_CLASSES[workflow]
-        found = self.library.models() if self.hub else scan_models(self.settings.models_dir)
+        (a base fetched without its experts is offered only through its variants). A workflow whose models
+        are not diffusers pipelines (an upscaler) lists the library's files of its model kind."""
+        flow = WORKFLOWS[workflow]
+        found = self.library_models()
+        if not flow.uses_pipeline:
+            return [m for m in found if flow.model_kind and m.kind == flow.model_kind]
+        wanted = flow.pipeline_classes
         models: list[LocalModel | Variant] = [m for m in found if m.pipeline_class in wanted and not m.missing_weights]
         if self.hub:
             models += [v for v in self.library.variant_records.list(found) if v.ready and v.pipeline_class in wanted]
@@ -158,24 +163,22 @@ class Services:
             raise InvalidParams({"loras": lora_refusal(problems, base_model, available)})
         return found
 
-    def submit_i2v(self, values: dict | None, image: Any, end_image: Any = None) -> Job:
-        job_input = i2v.prepare(values, image, end_image, spec=self.specs["i2v"])
-        model = self.resolve_model("i2v", job_input.params["model"])
-        loras = self.resolve_loras(i2v.BASE_MODEL, job_input.params["loras"])
-        params = {**job_input.params, "model": model.name}
-        job_input = i2v.I2VInput(params, job_input.image, job_input.end_image)
+    def default_resolve(self, workflow: Workflow, job) -> Resolved:
+        """The model `params["model"]` names (the first one when empty) and the `loras` rows; a workflow
+        without a pipeline gets its model file's path as `model_path`."""
+        model = self.resolve_model(workflow.name, job.params["model"])
+        if not workflow.uses_pipeline:
+            return Resolved(model.name, extra={"model_path": Path(model.path)})
+        weights = workflow.lora_weights
+        entries = [{"name": e["name"], "weight_high": e[weights[0]],
+                    "weight_low": e[weights[1]] if len(weights) > 1 else 0.0} for e in job.params.get("loras", [])]
+        return Resolved(model.name, self.load_source(model), tuple(self.resolve_loras(workflow.base_model, entries)))
 
-        def attempt(ctx, loaded, job_params):
-            placement = {"placement": loaded.placement.mode, "weights": loaded.placement.weights}
-            return i2v.run(ctx, loaded.pipe, i2v.I2VInput(job_params, job_input.image, job_input.end_image),
-                           model.name, loras, extra_metadata=placement)
-
-        return self.runner.submit("i2v", params,
-                                  lambda ctx: self._on_gpu(ctx, self.load_source(model), params, attempt))
-
-    def submit_svi(self, values: dict | None, image: Any) -> Job:
-        """SVI 2.0 Pro: a chain of clips; each finished clip is an OutputEvent("clip") as it is written."""
-        return self._submit_svi(svi.prepare(values, image, spec=self.specs["svi"]))
+    def submit(self, workflow_name: str, values: dict | None, files: dict[str, Any] | None = None) -> Job:
+        """Validates (InvalidParams naming each bad field), finds the model and LoRAs, then queues the job.
+        `files` maps the workflow's input names to uploads (paths, images, editor values)."""
+        workflow = WORKFLOWS[workflow_name]
+        return self.queue(workflow, workflow.prepare(values, spec=self.specs[workflow_name], **(files or {})))
 
     def submit_svi_extend(self, job_id: str, values: dict | None) -> Job:
         """Continues an earlier SVI job from its saved latents with new prompts (and settings)."""
@@ -183,81 +186,43 @@ class Services:
         if not record or record.get("workflow") != "svi":
             raise InvalidParams({"job_id": f"no SVI job {job_id!r} in the history"})
         outdir = self.settings.outputs_dir / record["id"]
-        return self._submit_svi(svi.prepare_extend(values, outdir, record["id"], record.get("params") or {},
-                                                   spec=self.specs["svi"]))
+        return self.queue(WORKFLOWS["svi"], svi.prepare_extend(values, outdir, record["id"],
+                                                               record.get("params") or {}, spec=self.specs["svi"]))
 
-    def _submit_svi(self, job_input) -> Job:
-        model = self.resolve_model("svi", job_input.params["model"])
-        params = {**job_input.params, "model": model.name}
-        if job_input.resume:
-            params["extends"] = job_input.resume.job_id
-        loras = self._svi_loras(params)
+    def queue(self, workflow: Workflow, job_input) -> Job:
+        """Finds what the job uses (InvalidParams when it is missing), then hands it to the runner; the
+        history records the params with the model's library name."""
+        resolved = (workflow.resolve or Services.default_resolve)(self, workflow, job_input)
+        run_params = {**job_input.params, **({"model": resolved.model_name} if "model" in workflow.spec else {})}
 
-        def attempt(ctx, loaded, job_params):
-            placement = {"placement": loaded.placement.mode, "weights": loaded.placement.weights}
-            clean = {k: v for k, v in job_params.items() if k != "extends"}
-            return svi.run(ctx, loaded.pipe, svi.SVIInput(clean, job_input.image, job_input.resume),
-                           model.name, loras, extra_metadata=placement)
+        def attempt(ctx, loaded, overrides: dict):
+            extra = {"placement": loaded.placement.mode, "weights": loaded.placement.weights} if loaded else {}
+            job = replace(job_input, params={**run_params, **overrides})
+            return workflow.run(ctx, loaded.pipe if loaded else None, job, resolved.model_name, list(resolved.loras),
+                                extra_metadata=extra, **resolved.extra)
 
-        return self.runner.submit("svi", params,
-                                  lambda ctx: self._on_gpu(ctx, self.load_source(model), params, attempt))
+        def work(ctx):
+            if resolved.source is None:  # no pipeline: the workflow loads its own model, if any
+                return attempt(ctx, None, {})
+            return self._on_gpu(ctx, resolved.source, run_params, attempt)
 
-    def _svi_loras(self, params: dict) -> list[LoraRequest]:
-        """The SVI pair (each on its own expert), the distill LoRA, then the user's; one message names
-        every field whose LoRA is missing (a preset's usually lacks both of the pair)."""
-        named = [("svi_lora_high", {"weight_high": params["svi_weight_high"], "weight_low": 0.0}),
-                 ("svi_lora_low", {"weight_high": 0.0, "weight_low": params["svi_weight_low"]}),
-                 ("distill_lora", {"weight_high": params["distill_weight_high"],
-                                   "weight_low": params["distill_weight_low"]})]
-        wanted = [(name, [{"name": params[name], **weights}]) for name, weights in named if params[name]]
-        loras, errors = [], {}
-        for field_name, entries in [*wanted, ("loras", params["loras"])]:
-            try:
-                loras += self.resolve_loras(svi.BASE_MODEL, entries)
-            except InvalidParams as exc:
-                errors[field_name] = exc.errors["loras"]
-        if errors:
-            raise InvalidParams(errors)
-        return loras
+        return self.runner.submit(workflow.name, {**run_params, **resolved.record}, work)
 
-    def qwen_controlnets(self) -> list[LocalModel]:
-        """The library's Qwen-Image ControlNets (they serve the edit model's generate mode too)."""
-        found = self.library.models() if self.hub else scan_models(self.settings.models_dir)
-        return [m for m in found if m.kind == "controlnet" and m.base_model in ("qwen-image", "qwen-edit")]
+    # The entry points scripts and tests have used since before the registry.
+    def submit_i2v(self, values: dict | None, image: Any, end_image: Any = None) -> Job:
+        return self.submit("i2v", values, {"image": image, "end_image": end_image})
+
+    def submit_svi(self, values: dict | None, image: Any) -> Job:
+        return self.submit("svi", values, {"image": image})
 
     def submit_qwen_edit(self, values: dict | None, images: Any = None, mask: Any = None,
                          control_image: Any = None) -> Job:
-        """Qwen-Image-Edit in generate / edit / inpaint mode (workflows/qwen_edit.py)."""
-        job_input = qwen_edit.prepare(values, images, mask, control_image, spec=self.specs["qwen_edit"])
-        model = self._qwen_model(job_input.params["mode"], job_input.params["model"])
-        loras = self.resolve_loras(qwen_edit.BASE_MODEL, [{"name": e["name"], "weight_high": e["weight"],
-                                                            "weight_low": 0.0} for e in job_input.params["loras"]])
-        controlnet_path = None
-        if job_input.params["controlnet"]:
-            available = {m.name: m for m in self.qwen_controlnets()}
-            if job_input.params["controlnet"] not in available:
-                raise InvalidParams({"controlnet": f"{job_input.params['controlnet']!r} is not in the library; "
-                                                   f"available: {', '.join(sorted(available)) or 'none'}"})
-            controlnet_path = Path(available[job_input.params["controlnet"]].path)
-        params = {**job_input.params, "model": model.name}
+        return self.submit("qwen_edit", values, {"images": images, "mask": mask, "control_image": control_image})
 
-        def attempt(ctx, loaded, job_params):
-            placement = {"placement": loaded.placement.mode, "weights": loaded.placement.weights}
-            return qwen_edit.run(ctx, loaded.pipe, dataclasses.replace(job_input, params=job_params), model.name,
-                                 loras, controlnet_path, extra_metadata=placement)
-
-        return self.runner.submit("qwen_edit", params,
-                                  lambda ctx: self._on_gpu(ctx, self.load_source(model), params, attempt))
-
-    def _qwen_model(self, mode: str, name: str) -> LocalModel | Variant:
-        """Generate mode prefers a Qwen-Image text-to-image model (the one named, else the first) over
-        the edit model, which `model` usually names; every mode can fall back to the edit model."""
-        if mode == "generate":
-            found = self.library.models() if self.hub else scan_models(self.settings.models_dir)
-            text_to_image = [m for m in found if m.pipeline_class in qwen_edit.TEXT_TO_IMAGE_CLASSES]
-            if text_to_image:
-                return next((m for m in text_to_image if m.name == name), text_to_image[0])
-        return self.resolve_model("qwen_edit", name)
+    def qwen_controlnets(self) -> list[LocalModel]:
+        """The library's Qwen-Image ControlNets (they serve the edit model's generate mode too)."""
+        qwen = BY_KEY[QWEN_EDIT].lora_bases
+        return [m for m in self.library_models() if m.kind == "controlnet" and m.base_model in qwen]
 
     def _on_gpu(self, ctx, path: Path | ModelSource, params: dict, attempt):
         """Loads (or reuses) the model and runs the attempt; on CUDA out-of-memory retries once, one
@@ -267,7 +232,7 @@ class Services:
                                 placement=params["placement"], vae_dtype=params["vae_dtype"], log=ctx.note)
         try:
             with self.cache.measure(loaded, log=ctx.note):
-                return attempt(ctx, loaded, params)
+                return attempt(ctx, loaded, {})
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -277,7 +242,7 @@ class Services:
                                "resolution or frame count, or choose fp8 weights")
         try:
             with self.cache.measure(retry, log=ctx.note):
-                return attempt(ctx, retry, {**params, "vae_tiling": True})
+                return attempt(ctx, retry, {"vae_tiling": True})
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise RuntimeError(f"out of GPU memory again with {retry.placement.mode} and VAE tiling: lower "

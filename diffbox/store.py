@@ -104,7 +104,6 @@ def open_db(path: str | Path) -> TinyDB:
 
 # Job states. A job is "queued" until it holds the GPU lock, then "running", then one of the final three.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-FINAL_STATES = (DONE, FAILED, CANCELLED)
 
 RETRY_S = 5.0  # how often a record the disk refused is offered to it again
 

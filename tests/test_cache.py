@@ -197,6 +197,7 @@ def test_an_out_of_memory_retry_steps_down_until_nothing_is_left(wan22_a14b):
 def test_sizes_read_like_a_card_spec():
     assert format_bytes(24 * GiB) == "24.0 GB" and format_bytes(41.2 * GiB) == "41.2 GB"
     assert format_bytes(5 * 1024**2) == "5.0 MB"
+    assert (format_bytes(2048), format_bytes(512), format_bytes(None)) == ("2 KB", "512 B", "—")
 
 
 # ---------------------------------------------------------------------------------------------

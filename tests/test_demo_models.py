@@ -198,6 +198,12 @@ def test_qwen_edit_plus_takes_three_references(demo_models, shrink_qwen_conditio
     references = [random_image((64, 64), seed) for seed in range(3)]
     images = run_qwen_edit(pipe, image=references)
     assert [image.size for image in images] == [(64, 64)]
+    # every reference conditions the result, the last one too, and their order counts ("picture 2")
+    three = run_qwen_edit(pipe, image=references, output_type="np")
+    last_changed = run_qwen_edit(pipe, image=[*references[:2], random_image((64, 64), 9)], output_type="np")
+    reordered = run_qwen_edit(pipe, image=references[::-1], output_type="np")
+    assert np.abs(three - last_changed).max() > 1e-3 and np.abs(three - reordered).max() > 1e-4  # noise: ~1e-6
+    assert np.array_equal(run_qwen_edit(pipe, image=references, output_type="np"), three)
 
 
 def test_qwen_edit_inpaint_runs(demo_models, shrink_qwen_condition_area):
@@ -208,6 +214,14 @@ def test_qwen_edit_inpaint_runs(demo_models, shrink_qwen_condition_area):
     mask.paste(255, (16, 16, 48, 48))
     images = run_qwen_edit(pipe, mask_image=mask, strength=0.9)
     assert [image.size for image in images] == [(64, 64)]
+    # Only the masked area is redrawn. Another prompt, same seed: the packed latents (2×2 patches of the 8×8
+    # latent grid, one token per 16 px square) outside the mask are the image's own, bit for bit; inside they change.
+    one, other = (run_qwen_edit(pipe, mask_image=mask, strength=0.9, output_type="latent", prompt=prompt)
+                  for prompt in (LONG_PROMPT, "Paint it over in thick strokes. " + LONG_PROMPT))
+    change = (one - other).abs().amax(dim=-1).reshape(4, 4)
+    inside = torch.zeros(4, 4, dtype=torch.bool)
+    inside[1:3, 1:3] = True  # the 16..48 px square
+    assert (change[~inside] == 0).all() and (change[inside] > 1e-3).all(), change
 
 
 def test_qwen_controlnet_changes_output(qwen_edit_pipe, demo_models):

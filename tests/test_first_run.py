@@ -75,7 +75,7 @@ def test_a_24_gb_pod_is_shown_its_plan_and_one_click_queues_exactly_it(fresh, mo
     text = plan_markdown(app)
     assert "Wan-AI/Wan2.2-I2V-A14B-Diffusers" in text and "without the weights of transformer, transformer_2" in text
     assert "HighNoise-Q8_0.gguf" in text and f"**{plan.total_bytes / GB:.1f} GB** of 150.0 GB free" in text
-    for title in ("Image → Video", "SVI clips", "Qwen Image Edit"):
+    for title in ("Image → Video", "SVI 2.0 Pro", "Qwen Image Edit"):
         assert f"| {title} | yes |" in text
     assert "model_offload" in text and "Wan2.2-I2V-A14B · GGUF Q8_0" in text
 

@@ -162,7 +162,7 @@ def test_a_nullable_number_is_a_box_that_keeps_empty_empty(workflow, param):
     spec = WORKFLOW_SPECS[workflow]
     with gr.Blocks():
         component = component_for(param)
-        rows = LoraRows(lambda: [], elem_prefix="probe")
+        rows = LoraRows(spec["loras"], lambda: [], elem_prefix="probe")
     assert component.value == shown(param.default)
     assert spec.validate({param.name: component.value})[param.name] == param.default
     assert spec.validate({param.name: ""})[param.name] is None
@@ -273,7 +273,7 @@ def test_info_and_warnings_reach_the_page(page, pictures):
     page.click("#i2v-stop")
     toast(page, "Nothing to stop")
     page.set_input_files("#i2v-settings-file input[type=file]", str(pictures / "other.json"))
-    toast(page, "That file holds no diffbox image-to-video settings.")
+    toast(page, "That file holds no diffbox Image → Video settings.")
     open_tab(page, "qwen_edit")
     page.click("#qwen-send-to-input")
     toast(page, "No result yet")

@@ -63,6 +63,11 @@ def test_search_download_library_and_pin_over_the_api(client, fakes):
     assert pin["pinned"] and pin["in_library"] == ["loras/dolly.safetensors"]
     assert {m["name"] for m in client.predict(api_name="/library") if m["pinned"]} == {"loras/dolly.safetensors"}
     assert client.predict(api_name="/variants") == []  # a demo folder and two LoRAs: no variant yet
+    sha = fakes.hf.repos["studio/wan-orbit-lora"]["sha"]  # model@version, as /download takes it, on both hubs
+    assert client.predict("hf", f"studio/wan-orbit-lora@{sha}", True, api_name="/pin")["revision"] == sha
+    assert client.predict("civitai", "1@11", True, api_name="/pin")["revision"] == "11"
+    with pytest.raises(AppError, match="model_id must be owner/name"):
+        client.predict("hf", "studio/wan-orbit-lora@../main", True, api_name="/pin")
 
 
 def test_user_fixable_errors_are_sentences_and_the_app_keeps_serving(client, fakes):
@@ -92,14 +97,14 @@ def test_result_cards_escape_what_strangers_wrote_and_the_tab_renders_them():
                "files": [{"name": "a.safetensors"}, {"name": "b.safetensors"}]}
     card = card_html(hostile)
     assert "<script>" not in card and "javascript:" not in card and "&lt;script&gt;" in card
-    assert "2.0 KB" in card
+    assert "2 KB" in card
     download = {"id": "d1", "file": "f.safetensors", "source": "hf", "state": "downloading", "bytes_done": 512,
                 "bytes_total": 2048, "speed": 1024.0, "eta_s": 90.0, "error": None}
     hub = SimpleNamespace(downloads=SimpleNamespace(list=lambda: [download]),
                           library=SimpleNamespace(models=lambda: [], variants=lambda: []), tokens=SimpleNamespace(status=lambda s: "not set"))
     services = SimpleNamespace(hub=hub)
-    assert download_rows(services) == [["d1", "f.safetensors", "hf", "downloading", "25%", "512 B / 2.0 KB",
-                                        "1.0 KB/s", "00:01:30", ""]]
+    assert download_rows(services) == [["d1", "f.safetensors", "hf", "downloading", "25%", "512 B / 2 KB",
+                                        "1 KB/s", "00:01:30", ""]]
     with gr.Blocks() as tab:
         build_models_tab(services)
     [cards] = tab.renderables

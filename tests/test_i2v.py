@@ -38,6 +38,16 @@ def test_frames_size_and_determinism(services, images):
     assert first.shape == (9, 32, 32, 3)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other_seed)
+    # the seed moves the motion, not the start: frame 0 is the picture, the rest is new noise
+    start_moved, rest_moved = (np.abs(first[part].astype(int) - other_seed[part]).mean()
+                               for part in (0, slice(1, None)))
+    assert 0 < rest_moved and start_moved < rest_moved / 4
+    # -1 draws a seed; the one recorded in the video replays it exactly
+    drawn, drawn_result = generate(services, {"seed": -1}, images[0])
+    recorded = read_metadata(drawn_result.outputs[0])["params"]["seed"]
+    assert recorded >= 0 and recorded == drawn_result.metadata["params"]["seed"]
+    replayed, _ = generate(services, {"seed": recorded}, images[0])
+    assert np.array_equal(drawn, replayed)
 
 
 def test_end_image_changes_the_video(services, images):
@@ -154,7 +164,10 @@ def test_bad_input_is_refused_naming_the_field(services, images, tmp_path, param
 
 
 def test_out_of_memory_retries_once_more_conservatively_with_vae_tiling(services, images, monkeypatch):
+    from dataclasses import replace
+
     from diffbox.workflows import i2v
+    from diffbox.workflows.registry import WORKFLOWS
 
     real_run, calls = i2v.run, []
 
@@ -167,7 +180,7 @@ def test_out_of_memory_retries_once_more_conservatively_with_vae_tiling(services
     from diffbox.engine.cache import ModelCache, SimulatedMemory
 
     services.cache = ModelCache(memory_probe=SimulatedMemory(24 * 2**30))  # decide as on a 24 GB GPU
-    monkeypatch.setattr(i2v, "run", run_that_runs_out_of_memory_once)
+    monkeypatch.setitem(WORKFLOWS, "i2v", replace(i2v.WORKFLOW, run=run_that_runs_out_of_memory_once))
     job = services.submit_i2v({**SMALL, "dtype": "float32"}, images[0])
     outcome = job.wait(180)
     assert outcome.status == DONE, outcome.error

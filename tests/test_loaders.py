@@ -118,9 +118,14 @@ def test_single_file_experts_replace_the_folders_own(wan, swapped_expert_files):
         # diffusers keys load as they are, original Wan keys are converted: both give the same weights
         expected = expected.state_dict()
         assert all(torch.equal(value, expected[key]) for key, value in getattr(from_files, name).state_dict().items())
+    ignored = tiny_video(folder)  # what the job would make if the files were not used
     folder.transformer, folder.transformer_2 = folder.transformer_2, folder.transformer
-    # Same weights, same output; up to float noise (CPU kernels may sum in another order run to run)
-    np.testing.assert_allclose(tiny_video(from_files), tiny_video(folder), atol=1e-5)
+    swapped = tiny_video(folder)
+    # Same weights, same output, up to float noise: CPU kernels may sum in another order (a quarter of an 8-bit
+    # level, far below what ignoring the files changes)
+    tolerance = 1e-3
+    assert np.abs(ignored - swapped).max() > 100 * tolerance
+    np.testing.assert_allclose(tiny_video(from_files), swapped, atol=tolerance, rtol=0)
     # The cache keys the model by its files too, and estimates them from their headers.
     cache = ModelCache(idle_unload_s=None)
     loaded = cache.get(source)
@@ -135,6 +140,10 @@ def test_bad_single_files_are_named_in_the_error(wan, tmp_path):
         load_pipeline(ModelSource(wan, {"transformer": corrupt}))
     unrelated = tmp_path / "unrelated.safetensors"
     save_file({"foo.weight": torch.zeros(3)}, unrelated)
+    truncated = tmp_path / "truncated.safetensors"  # a download cut short: the header is whole, the data is not
+    truncated.write_bytes(unrelated.read_bytes()[:-4])
+    with pytest.raises(ValueError, match=r"/truncated.safetensors is truncated or padded"):
+        load_pipeline(ModelSource(wan, {"transformer": truncated}))
     with pytest.raises(ValueError, match=r"could not load .*unrelated.safetensors as the transformer "
                                          r"\(WanTransformer3DModel\) of .*tensors do not match"):
         load_pipeline(ModelSource(wan, {"transformer": unrelated}))
@@ -366,9 +375,9 @@ def fp32_wan(wan, tmp_path, monkeypatch):
 
 
 def header_dtypes(file) -> set[str]:
-    from diffbox.engine.memory import read_safetensors_header
+    from diffbox.engine.memory import tensor_shapes
 
-    return {dtype for dtype, _ in read_safetensors_header(file).values()}
+    return {dtype for dtype, _ in tensor_shapes(file).values()}
 
 
 def test_a_float32_expert_is_converted_once_and_kept(fp32_wan, monkeypatch):

@@ -1,6 +1,7 @@
 """Qwen-Image-Edit in process on the tiny models: masks, inpaint compositing, ControlNet, LoRAs, bad input."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,3 +308,20 @@ def test_2509_edits_and_inpaints_with_the_plus_encoding(plus_services, monkeypat
     text, sizes = encoded[0]
     assert "Picture 1:" not in text and "<|vision_start|><|image_pad|><|vision_end|>" + PROMPT in text
     assert sizes == [(64, 64)]
+
+
+def test_inpaint_saves_its_mask_and_the_recipe_replays(services, shrink_qwen_condition_area):
+    image = noise()
+    sketch = {"background": image, "layers": [layer((64, 48), (8, 4, 40, 30))], "composite": image}
+    params = {"mode": "inpaint", "match_input_size": True, "mask_invert": True, "mask_feather": 2}
+    first = run(services, params, [image], sketch)
+    outdir = Path(first.outputs[0]).parent
+    recipe = read_metadata(first.outputs[0])
+    assert recipe["mask"] == first.metadata["mask"] == "mask.png"
+    assert read_metadata(outdir / "meta.json")["mask"] == "mask.png"
+    saved = np.asarray(Image.open(outdir / recipe["mask"]))
+    assert np.array_equal(saved, np.asarray(editor_to_mask(sketch)))  # as painted: the params redo the invert
+
+    replayed = run(services, recipe["params"], [image], outdir / recipe["mask"])
+    assert np.array_equal(pixels(replayed.outputs[0]), pixels(first.outputs[0]))
+    assert "mask" not in run(services, {"mode": "edit"}, [image]).metadata

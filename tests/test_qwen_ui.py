@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffbox.ui.lora_rows import NONE, ROWS
+from diffbox.ui.lora_rows import NONE
 from diffbox.ui.qwen_tab import build_qwen_tab
 
 
@@ -41,7 +41,9 @@ def test_a_sketch_inpaints_only_where_painted(services, shrink_qwen_condition_ar
         return [update async for update in handler(blocks, "ui_qwen_edit")(
             [(str(upload), None)], editor, None, None, *ordered, progress=None)]
 
-    gallery, status, metadata, running_job = asyncio.run(collect())[-1]
+    final = asyncio.run(collect())[-1]  # updates by component: the tab's parts name them
+    gallery, status, metadata, running_job = (final[tab.parts[name]] for name in ("results", "status", "metadata",
+                                                                                   "running_job"))
     assert running_job is None  # finished: Stop has nothing left to cancel
     assert "Done." in status and metadata["pipeline"] == "QwenImageEditInpaintPipeline"
     out = np.asarray(Image.open(gallery[0]).convert("RGB"))
@@ -58,7 +60,7 @@ def test_fill_and_lora_rows(services):
     for name in ("prompt", "mode", "width", "strength", "mask_feather"):
         assert updates[id(tab.fields[name])] == saved[name], name
     assert updates[id(tab.loras.state)] == saved["loras"]
-    values = ["demo/loras/qwen-lora.safetensors", 0.75] + [NONE, 1] * (ROWS - 1)
+    values = ["demo/loras/qwen-lora.safetensors", 0.75] + [NONE, 1] * (tab.loras.count - 1)
     assert tab.loras.to_list(*values) == saved["loras"]
 
 
@@ -78,3 +80,23 @@ def test_a_mask_file_previews_at_its_own_size_and_one_that_is_no_image_is_taken_
     with pytest.warns(UserWarning, match="Mask file: is not a readable image") as caught:
         assert handler(blocks, "ui_qwen_mask_file_check")({"path": str(notes)}) is None
     assert str(services.settings.outputs_dir) not in str(caught[0].message)
+
+
+def test_the_mask_preview_is_the_jobs_mask_cropped_to_the_output_size(services):
+    """Not matching the picture's size, the job crops picture and mask to width × height: the preview shows
+    exactly the mask the job composites with, not the uncropped one."""
+    from diffbox.workflows import qwen_edit
+
+    blocks, _ = build(services)
+    picture, painted = Image.new("RGB", (80, 40), "gray"), Image.new("L", (80, 40), 0)
+    painted.paste(255, (30, 0, 50, 40))
+    paths = [services.settings.outputs_dir / name for name in ("wide.png", "wide-mask.png")]
+    picture.save(paths[0])
+    painted.save(paths[1])
+    shown = handler(blocks, "ui_qwen_mask_preview")(None, str(paths[1]), False, 2, 32, 32, False)
+    job = qwen_edit.prepare({"mode": "inpaint", "width": 32, "height": 32, "match_input_size": False,
+                             "mask_feather": 2}, [str(paths[0])], str(paths[1]), spec=services.specs["qwen_edit"])
+    assert shown.size == job.soft_mask.size == (32, 32)
+    assert np.array_equal(np.asarray(shown), np.asarray(job.soft_mask))
+    columns = np.asarray(shown).max(axis=0)
+    assert columns[0] == 0 and columns[16] == 255 and columns[-1] == 0  # the middle stripe, scaled to 32 wide

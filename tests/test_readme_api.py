@@ -29,8 +29,8 @@ def api_snippets() -> list[str]:
 
 def test_the_api_section_has_one_snippet_per_workflow_and_health():
     snippets = api_snippets()
-    assert len(snippets) == 4
-    for name, snippet in zip(("/i2v", "/svi", "/qwen_edit", "/health"), snippets):
+    assert len(snippets) == 5
+    for name, snippet in zip(("/i2v", "/svi", "/qwen_edit", "/upscale", "/health"), snippets):
         assert name in snippet
 
 
@@ -76,6 +76,11 @@ def test_readme_api_snippets_run_against_the_demo_app(app, tmp_path, monkeypatch
     assert len(pngs) == 1
     with Image.open(pngs[0]) as image:
         assert image.size == (64, 48)  # match_input_size
+    with Image.open(namespace["big"]) as image:
+        assert image.size == (128, 96)  # the 64×48 start image ×2
+    smooth = read_frames(namespace["smooth"])
+    assert len(smooth) == (17 - 1) * 2 + 1 and smooth[0].shape == (128, 128, 3)
+    assert namespace["meta"]["params"]["factor"] == 2
     assert "'ok': True" in printed and "'device': 'cpu'" in printed
     # The cancelled 200-step job stopped on the server: not done, at most a step after the cancel.
     long_jobs = [r for r in namespace["client"].predict(50, api_name="/history")

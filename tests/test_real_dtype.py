@@ -7,6 +7,8 @@ for the original Qwen-Image-Edit's routes. CPU bf16 is slow per FLOP but the mod
 job takes a fraction of a second.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from diffbox.engine.cache import ModelCache, SimulatedMemory
 from diffbox.presets import load_shipped
 from diffbox.store import DONE
 from diffbox.workflows import i2v, qwen_edit
+from diffbox.workflows.registry import WORKFLOWS
 
 BF16 = {"dtype": "bfloat16"}
 WAN_SMALL = {**BF16, "width": 32, "height": 32, "num_frames": 9, "num_inference_steps": 2, "seed": 3,
@@ -187,7 +190,7 @@ def test_an_out_of_memory_retry_moves_the_weights_but_never_casts_them(services,
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run(ctx, pipe, job, *args, **kwargs)
 
-    monkeypatch.setattr(i2v, "run", run_out_of_memory_once)
+    monkeypatch.setitem(WORKFLOWS, "i2v", replace(i2v.WORKFLOW, run=run_out_of_memory_once))
     result = done(services.submit_i2v({**WAN_SMALL, "model": "wan"}, image))
     assert calls == [False, True] and result.metadata["placement"] == "model_offload"
     after = snapshot(cached_pipe(services))
@@ -195,7 +198,7 @@ def test_an_out_of_memory_retry_moves_the_weights_but_never_casts_them(services,
            {k: v for k, v in before.items() if not k.endswith("#hooks")}  # every dtype as loaded
     assert any(v[1] != "NoneType" for k, v in after.items() if k.endswith("#hooks"))  # now offload hooks
     assert dtypes_of(cached_pipe(services).vae) == {torch.float32}
-    monkeypatch.setattr(i2v, "run", real_run)
+    monkeypatch.setitem(WORKFLOWS, "i2v", i2v.WORKFLOW)
     # A view over the offloaded pipeline. (No new LoRA here: diffusers re-installs model offload around a LoRA
     # load with its default device, which must be an accelerator: a CPU-only artifact.)
     done(services.submit_svi({**SVI_SMALL, "model": "wan", "svi_lora_high": "", "svi_lora_low": ""}, image))
@@ -320,7 +323,7 @@ def test_qwen_out_of_memory_retry_never_casts(services, shrink_qwen_condition_ar
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_run(ctx, pipe, job, *args, **kwargs)
 
-    monkeypatch.setattr(qwen_edit, "run", run_out_of_memory_once)
+    monkeypatch.setitem(WORKFLOWS, "qwen_edit", replace(qwen_edit.WORKFLOW, run=run_out_of_memory_once))
     result = done(services.submit_qwen_edit(params))
     assert len(calls) == 2 and result.metadata["placement"] != "gpu"
     after = {k: v for k, v in snapshot(cached_pipe(services)).items() if not k.endswith("#hooks")}

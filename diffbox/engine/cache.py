@@ -301,7 +301,7 @@ class ModelCache:
                                 prepare=prepare)
             if stored:
                 say(f"{placement.weights} weight storage for {', '.join(stored)}, each as it loaded")
-            self._place(pipe, placement, torch_dtype, estimates, say)
+            self._place(pipe, placement, torch_dtype, say)
         except BaseException:
             pipe = None
             _free_memory()
@@ -316,8 +316,7 @@ class ModelCache:
         self._start_idle_watcher()
         return entry
 
-    def _place(self, pipe: DiffusionPipeline, placement: Placement, torch_dtype: torch.dtype,
-               estimates: _Estimates, say: Log) -> None:
+    def _place(self, pipe: DiffusionPipeline, placement: Placement, torch_dtype: torch.dtype, say: Log) -> None:
         changed = loaders.apply_weights(pipe, placement.weights, torch_dtype)
         if changed:
             say(f"{placement.weights} weight storage for {', '.join(changed)}")
@@ -381,7 +380,7 @@ class ModelCache:
                 say(f"{display_name(loaded.name)}: {nxt.reason}")
                 _free_memory()
                 started = time.perf_counter()
-                self._place(pipe, nxt, torch_dtype, loaded.estimates, say)  # no reload: weights are on the CPU
+                self._place(pipe, nxt, torch_dtype, say)  # no reload: weights are on the CPU
                 key = (loaded.name, loaded.key[1], nxt.weights, *loaded.key[3:])
                 now = self._clock()
                 entry = LoadedPipeline(pipe, key, nxt, loaded.source, loaded.estimates, loaded.reserve_bytes,

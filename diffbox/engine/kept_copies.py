@@ -29,7 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from diffbox.engine.memory import component_weight_files, read_safetensors_header
+from diffbox.engine.memory import component_weight_files, tensor_shapes
 
 logger = logging.getLogger(__name__)
 MIN_FREE_AFTER = 2 * 1024**3
@@ -53,7 +53,7 @@ def stored_in_float32(component: Path) -> bool:
     """Most of the component's bytes are float32 (the header says so; nothing is read)."""
     totals: dict[str, int] = {}
     for file in component_weight_files(component):
-        for dtype, shape in read_safetensors_header(file).values():
+        for dtype, shape in tensor_shapes(file).values():
             count = 1
             for dim in shape:
                 count *= dim

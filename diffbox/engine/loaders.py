@@ -31,7 +31,8 @@ from diffbox.engine.checkpoints import (checkpoint_keys, config_overrides, fp32_
 from diffbox.engine.compat import install_qwen_processor_compat
 from diffbox.engine.kept_copies import kept_copy, read_ahead
 from diffbox.engine.memory import (DEFAULT_SKIP_PATTERNS, GROUP_OFFLOAD_EXCLUDE, LOW_PRECISION_PREFIXES,
-                                   MODE_LABELS, component_weight_files, read_safetensors_header)
+                                   MODE_LABELS, component_weight_files, tensor_shapes)
+from diffbox.engine.weight_files import read_safetensors_header
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".gguf")
@@ -261,7 +262,7 @@ def experts_without_image_layers(base: Path, index: dict, *, skip=()) -> dict[st
         if json.loads(config_file.read_text(encoding="utf-8")).get("image_dim") is None:
             continue
         if any(key.startswith("condition_embedder.image_embedder.") for file in component_weight_files(base / name)
-               for key in read_safetensors_header(file)):
+               for key in tensor_shapes(file)):
             continue  # the weights are there: a real Wan 2.1-style expert
         experts[name] = {"image_dim": None, "added_kv_proj_dim": None}
     return experts
@@ -331,7 +332,7 @@ def load_single_file(file: str | Path, *, base: Path, component: str, dtype: tor
                               "(pip install gguf)")
         kwargs["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
     else:
-        read_safetensors_header(file)  # a corrupt or truncated file fails here, named
+        read_safetensors_header(file, full_path=True)  # a corrupt, truncated or padded file fails here, named
     try:
         keys = checkpoint_keys(file)
     except Exception as error:  # the GGUF reader raises assorted errors on garbage

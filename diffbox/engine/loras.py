@@ -11,8 +11,6 @@ tells PEFT which dtype that is; GGUF and int8 (torchao) layers report it themsel
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import re
 import weakref
@@ -21,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from diffbox.engine.weight_files import cached_sha256 as file_sha256  # how the workflows record a LoRA
 
 if TYPE_CHECKING:
     import torch
@@ -41,21 +41,6 @@ class LoraRequest:
     def adapter(self) -> str:
         """A stable adapter name per file content, so the same file is never loaded twice."""
         return "lora_" + file_sha256(self.path)[:12]
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(8 * 1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """Hashed once per file version (size + mtime), then remembered."""
-    stat = Path(path).stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 def _is_wan(pipe) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from diffbox.engine.checkpoints import COMFY_PREFIX, MARKERS, QUANT_EXTRAS
+from diffbox.engine.weight_files import read_safetensors_header
 
 GiB = 1024**3
 
@@ -64,18 +65,22 @@ DEFAULT_SKIP_PATTERNS = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj
 _ST_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
                    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 # Original Wan module names in single files -> the diffusers names _keep_in_fp32_modules lists.
 NATIVE_WAN_NAMES = {"time_embedding": "time_embedder", "modulation": "scale_shift_table"}
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
-def format_bytes(count: int | float) -> str:
+def format_bytes(count: int | float | None) -> str:
+    """Bytes for people: GB from a tenth of one up (model and disk sizes compare at a glance), "—" if unknown."""
+    if count is None:
+        return "—"
     if count >= GiB / 10:
         return f"{count / GiB:.1f} GB"
     if count >= 1024**2:
         return f"{count / 1024**2:.1f} MB"
-    return f"{count / 1024:.0f} KB"  # only the tiny demo models get here
+    if count >= 1024:
+        return f"{count / 1024:.0f} KB"  # the tiny demo models, small configs
+    return f"{count:.0f} B"
 
 
 @dataclass(frozen=True)
@@ -144,34 +149,23 @@ class _Tensor:
         return count
 
 
-def read_safetensors_header(file: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Tensor name -> (dtype, shape), read from the header only; ValueError naming the file if it is not one."""
+def tensor_shapes(file: str | Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name -> (dtype, shape), from the header only (the data may be absent); remembered per file
+    version. ValueError naming the file if it is not a safetensors file."""
     file = Path(file)
     stat = file.stat()
-    return _read_header_cached(str(file), stat.st_size, stat.st_mtime_ns)
+    return _tensor_shapes(str(file), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)
-def _read_header_cached(file: str, size: int, mtime_ns: int) -> dict[str, tuple[str, tuple[int, ...]]]:
-    try:
-        with open(file, "rb") as handle:
-            prefix = handle.read(8)
-            if len(prefix) < 8:
-                raise ValueError("shorter than a safetensors header")
-            length = int.from_bytes(prefix, "little")
-            if length > min(_MAX_HEADER_BYTES, size - 8):
-                raise ValueError(f"header length {length} does not fit in a {size}-byte file")
-            header = json.loads(handle.read(length))
-        tensors = {name: (str(info["dtype"]), tuple(int(d) for d in info["shape"]))
-                   for name, info in header.items() if name != "__metadata__"}
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{file} is not a valid safetensors file: {error}") from None
-    return tensors
+def _tensor_shapes(file: str, size: int, mtime_ns: int) -> dict[str, tuple[str, tuple[int, ...]]]:  # key: size, mtime
+    header = read_safetensors_header(Path(file), complete=False, full_path=True)
+    return {name: (str(info["dtype"]), tuple(info["shape"])) for name, info in header.items() if name != "__metadata__"}
 
 
 def _safetensors_tensors(file: Path) -> list[_Tensor]:
     tensors = []
-    for name, (dtype, shape) in read_safetensors_header(file).items():
+    for name, (dtype, shape) in tensor_shapes(file).items():
         tensor = _Tensor(name, dtype, shape, 0)
         tensors.append(_Tensor(name, dtype, shape, tensor.numel * _ST_DTYPE_BYTES.get(dtype, 2)))
     return tensors

@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from diffbox import __version__
+from diffbox.base_models import BASES, QWEN_EDIT, QWEN_IMAGE
 from diffbox.hub import HubError, TransientError
 from diffbox.hub.library import UNKNOWN
 from diffbox.hub.plan import Plan, PlannedFile
@@ -27,14 +28,7 @@ DEFAULT_URL = "https://civitai.com"
 # No browser words: Civitai answers a browser-like User-Agent's 401 with a login page, not JSON.
 USER_AGENT = f"diffbox/{__version__} python-requests/{requests.__version__}"
 API_TIMEOUT = (10, 30)
-# Exact baseModel strings (Civitai validates nothing: a typo silently finds nothing).
-BASE_MODEL_STRINGS = {
-    "wan2.2-i2v": ["Wan Video 2.2 I2V-A14B"],
-    "wan2.1": ["Wan Video 14B i2v 480p", "Wan Video 14B i2v 720p", "Wan Video 14B t2v", "Wan Video 1.3B t2v",
-               "Wan Video"],
-    "qwen-image": ["Qwen"],
-    "qwen-edit": ["Qwen"],  # Civitai files Qwen-Image and its Edit models under one string
-}
+BASE_MODEL_STRINGS = {b.key: list(b.civitai) for b in BASES}
 KIND_TYPES = {"lora": ["LORA", "LoCon", "DoRA"], "checkpoint": ["Checkpoint"], "vae": ["VAE"],
               "controlnet": ["Controlnet"]}
 TYPE_KINDS = {t: kind for kind, types in KIND_TYPES.items() for t in types}
@@ -49,7 +43,7 @@ REF = re.compile(r"^(\d+)(?:@(\d+))?$")
 def base_model_key(label: str | None) -> str:
     for key, labels in BASE_MODEL_STRINGS.items():
         if label in labels:
-            return "qwen-image" if key == "qwen-edit" else key
+            return QWEN_IMAGE if key == QWEN_EDIT else key  # "Qwen" names both: the plain model
     return UNKNOWN
 
 

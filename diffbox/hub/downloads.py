@@ -35,12 +35,13 @@ from typing import Callable
 import tqdm
 
 from diffbox.engine.memory import format_bytes
+from diffbox.engine.weight_files import sha256_file
 from diffbox.hub import Cancelled, HubError, Interrupted, TransientError
 from diffbox.hub.civitai import Civitai
 from diffbox.hub.huggingface import HuggingFace
 from diffbox.hub.library import KIND_FOLDERS, Library, detect_file, normalise_source
 from diffbox.hub.plan import Plan, PlannedFile
-from diffbox.hub.safety import WEIGHT_SUFFIXES, git_blob_sha1, inside, safe_filename, sha256_file, validate_weights
+from diffbox.hub.safety import WEIGHT_SUFFIXES, git_blob_sha1, inside, safe_filename, validate_weights
 from diffbox.hub.transfer import Backoff, fetch_resumable
 from diffbox.store import RETRY_S, describe_storage_error, open_db
 from tinydb import Query

@@ -12,11 +12,13 @@ import threading
 from dataclasses import dataclass
 from typing import Mapping
 
+from diffbox.config import SHA256
 from diffbox.hub import HubError
 from diffbox.hub.civitai import Civitai
 from diffbox.hub.downloads import DownloadManager
 from diffbox.hub.huggingface import HuggingFace
 from diffbox.hub.library import Library, normalise_source
+from diffbox.hub.safety import UnsafeFile, safe_filename
 from diffbox.hub.search import ModelSearch, SearchPage
 from diffbox.hub.tokens import TokenStore
 from diffbox.hub.transfer import Backoff
@@ -80,9 +82,9 @@ class ModelHub:
         seen = self.finder.seen(source, model_id) or {}
         if revision and revision != seen.get("version_id"):  # another version than search saw: its files unknown
             seen = {"version_id": revision}
+        files = [f for f in (_fetchable(f) for f in seen.get("files") or []) if f]
         try:
-            return self.library.pin(source, model_id, bool(pinned), revision=seen.get("version_id", ""),
-                                    files=seen.get("files") or [])
+            return self.library.pin(source, model_id, bool(pinned), revision=seen.get("version_id", ""), files=files)
         except (KeyError, ValueError) as exc:
             raise HubError(str(exc).strip("'\"")) from None
 
@@ -91,3 +93,17 @@ class ModelHub:
         self.downloads.close()
         self.finder.close()
         self.library.close()
+
+
+def _fetchable(file: dict) -> dict | None:
+    """A file a search result lists, as a pin records it, or None when diffbox would never fetch it (a pickle,
+    an archive, a name that is a path): a pin lists what a config export asks another pod to download."""
+    name = file.get("name")
+    try:
+        if not isinstance(name, str) or safe_filename(name) != name:
+            return None
+    except UnsafeFile:
+        return None
+    size, sha = file.get("size"), str(file.get("sha256") or "").lower()
+    return {"name": name, "size": size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else 0,
+            "sha256": sha if SHA256.fullmatch(sha) else ""}

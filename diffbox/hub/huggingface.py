@@ -19,6 +19,7 @@ from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTT
                                     RepositoryNotFoundError, RevisionNotFoundError)
 from huggingface_hub.utils import httpx  # httpx2 in huggingface_hub 2.x
 
+from diffbox.base_models import BASES
 from diffbox.hub import HubError, Stopped, TransientError
 from diffbox.hub.library import UNKNOWN, hint_base_model
 from diffbox.hub.plan import Plan, PlannedFile
@@ -28,12 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # The model-tree tags (base_model:adapter:<repo>) a search filters on, per base model.
-BASE_MODEL_REPOS = {
-    "wan2.2-i2v": "Wan-AI/Wan2.2-I2V-A14B",
-    "wan2.1": "Wan-AI/Wan2.1-I2V-14B-720P",
-    "qwen-image": "Qwen/Qwen-Image",
-    "qwen-edit": "Qwen/Qwen-Image-Edit-2509",
-}
+BASE_MODEL_REPOS = {b.key: b.hf_repo for b in BASES}
 SORTS = {"downloads": "downloads", "likes": "likes", "newest": "created_at", "updated": "last_modified",
          "trending": "trending_score"}
 EXPAND = ["author", "downloads", "likes", "tags", "pipeline_tag", "library_name", "lastModified", "usedStorage",

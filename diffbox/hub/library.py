@@ -21,25 +21,24 @@ from pathlib import Path
 
 from tinydb import Query
 
+from diffbox.base_models import BASE_MODELS, BY_KEY
 from diffbox.engine.checkpoints import COMFY_PREFIX, text_encoder_family
-from diffbox.hub.safety import WEIGHT_SUFFIXES, UnsafeFile, sha256_file, validate_weights
+from diffbox.engine.weight_files import sha256_file
+from diffbox.hub.safety import WEIGHT_SUFFIXES, UnsafeFile, validate_weights
 from diffbox.hub.variants import Variant, Variants
 from diffbox.store import open_db
 
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 4
-KINDS = ("diffusers", "checkpoint", "lora", "vae", "controlnet", "text_encoder")
-BASE_MODELS = ("wan2.2-i2v", "wan2.1", "qwen-image", "qwen-edit")
+KINDS = ("diffusers", "checkpoint", "lora", "vae", "controlnet", "text_encoder", "upscaler")
 UNKNOWN = "unknown"
 SOURCES = ("hf", "civitai", "local")
 SOURCE_ALIASES = {"hf": "hf", "huggingface": "hf", "hugging face": "hf", "hugging_face": "hf", "civitai": "civitai",
                   "local": "local"}
 # Where downloads of each kind go, below models/.
 KIND_FOLDERS = {"lora": "loras", "checkpoint": "checkpoints", "vae": "vae", "controlnet": "controlnet",
-                "diffusers": "diffusers", "text_encoder": "text_encoders"}
-# Qwen-Image LoRAs are commonly used on Qwen-Image-Edit and the other way round.
-LORA_COMPATIBLE = {"qwen-edit": ("qwen-edit", "qwen-image"), "qwen-image": ("qwen-image", "qwen-edit")}
+                "diffusers": "diffusers", "text_encoder": "text_encoders", "upscaler": "upscalers"}
 WEIGHT_FILE_SUFFIXES = (*WEIGHT_SUFFIXES, ".bin")  # .bin: only to recognise a hand-copied folder
 
 
@@ -177,6 +176,8 @@ def detect_file(path: Path) -> Detected:
         kind = "vae"
     elif text_encoder_family(k.removeprefix(COMFY_PREFIX) for k in keys):
         kind = "text_encoder"  # UMT5 / Qwen2.5-VL saved alone: not a checkpoint any form can load
+    elif _is_upscaler(header):
+        kind = "upscaler"  # an ESRGAN-family (or other spandrel) super-resolution model
     else:
         kind = "checkpoint"
     if any(WAN_KEY.search(k) for k in keys):
@@ -188,6 +189,12 @@ def detect_file(path: Path) -> Detected:
     else:
         base = hint or UNKNOWN
     return Detected(kind, base)
+
+
+def _is_upscaler(header: dict) -> bool:
+    from diffbox.engine.upscale import architecture_of  # imported on use: it brings torch and spandrel
+
+    return architecture_of(header) is not None
 
 
 def _pipeline_base(index: dict) -> str:
@@ -412,7 +419,7 @@ class Library:
         return next((m for m in self.models() if m.name == name), None)
 
     def loras(self, base_model: str) -> list[LocalModel]:
-        bases = LORA_COMPATIBLE.get(base_model, (base_model,))
+        bases = BY_KEY[base_model].lora_bases if base_model in BY_KEY else (base_model,)
         return [m for m in self.models(kind="lora") if m.base_model in bases]
 
     def variants(self, refresh: bool = True) -> list[Variant]:

@@ -1,27 +1,25 @@
 """What may land in models/: safe file names, allowed formats, and weights validated without loading.
 
 Pickle formats (.ckpt/.pt/.pth/.bin) can run code when loaded, so only safetensors and GGUF weights
-are accepted; their headers are checked here, by reading bytes, never by unpickling or loading.
+are accepted; their headers are checked by reading bytes (engine/weight_files.py), never by unpickling
+or loading.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 import unicodedata
 from email.message import EmailMessage
 from pathlib import Path, PurePosixPath
 
+from diffbox.engine.weight_files import pickle_disguise, read_safetensors_header, sha256_file
 from diffbox.hub import HubError
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 # What a whole diffusers repo may bring beside its weights: configs, tokenizer vocabularies, templates.
 CONFIG_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
-MAX_SAFETENSORS_HEADER = 100_000_000  # the format's own limit
 MAX_NAME_LENGTH = 200
-HASH_BLOCK = 4 << 20
 
 
 class UnsafeFile(HubError, ValueError):
@@ -88,54 +86,6 @@ def inside(root: Path, candidate: Path) -> Path:
     return resolved
 
 
-def read_safetensors_header(path: Path) -> dict:
-    """The parsed JSON header, after checking the file is a complete, well-formed safetensors file.
-
-    Covers truncation too: the tensors' data offsets must end exactly at the end of the file.
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise UnsafeFile(f"{path.name} is not a safetensors file: it is only {size} bytes")
-        (length,) = struct.unpack("<Q", head)
-        if length > MAX_SAFETENSORS_HEADER or 8 + length > size:
-            _sniff_pickle(head, path)
-            raise UnsafeFile(f"{path.name} is not a valid safetensors file (header length {length} "
-                             f"for a {size}-byte file)")
-        raw = handle.read(length)
-    if not raw.startswith(b"{"):
-        raise UnsafeFile(f"{path.name} is not a valid safetensors file: the header is not JSON")
-    try:
-        header = json.loads(raw.rstrip(b" ").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise UnsafeFile(f"{path.name} is not a valid safetensors file: the header is not JSON") from None
-    if not isinstance(header, dict):
-        raise UnsafeFile(f"{path.name} is not a valid safetensors file: the header is not an object")
-    end = 0
-    for key, info in header.items():
-        if key == "__metadata__":
-            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
-                raise UnsafeFile(f"{path.name}: __metadata__ must map strings to strings")
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
-                or not 0 <= offsets[0] <= offsets[1] or "dtype" not in info or "shape" not in info):
-            raise UnsafeFile(f"{path.name}: tensor {key!r} has a malformed header entry")
-        end = max(end, offsets[1])
-    if 8 + length + end != size:
-        raise UnsafeFile(f"{path.name} is truncated or padded: its header describes {8 + length + end} bytes, "
-                         f"the file has {size}")
-    return header
-
-
-def _sniff_pickle(head: bytes, path: Path) -> None:
-    if head.startswith(b"PK\x03\x04"):
-        raise UnsafeFile(f"{path.name} is a PyTorch zip (pickle) archive renamed to look safe; refused")
-    if head[:1] == b"\x80":
-        raise UnsafeFile(f"{path.name} is a pickle renamed to look safe; refused")
-
-
 def validate_weights(path: Path) -> dict:
     """Checks a .safetensors/.gguf file by its bytes. Returns the safetensors header ({} for GGUF)."""
     name = path.name.lower()
@@ -143,21 +93,17 @@ def validate_weights(path: Path) -> dict:
         with open(path, "rb") as handle:
             head = handle.read(8)
         if not head.startswith(b"GGUF"):
-            _sniff_pickle(head, path)
+            if disguise := pickle_disguise(head):
+                raise UnsafeFile(f"{path.name} {disguise}")
             raise UnsafeFile(f"{path.name} is not a GGUF file (it does not start with 'GGUF')")
         return {}
     if name.endswith(".safetensors"):
-        return read_safetensors_header(path)
+        try:
+            return read_safetensors_header(path)  # complete: data offsets must end at the end of the file
+        except ValueError as error:
+            raise UnsafeFile(str(error)) from None
     check_suffix(path.name)
     return {}
-
-
-def sha256_file(path: Path, hasher=None) -> str:
-    hasher = hasher or hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def git_blob_sha1(path: Path) -> str:

@@ -19,8 +19,8 @@ from typing import Callable
 
 import requests
 
+from diffbox.engine.weight_files import sha256_file
 from diffbox.hub import HubError, TransientError
-from diffbox.hub.safety import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from diffbox.engine.published import COMFY_WAN, QWEN_LIGHTNING, QWEN_REPO, SVI, 
 from diffbox.twins.loras import build_lora, lora_tensors, qwen_modules, wan_modules, x2v_distill_tensors
 from diffbox.twins.qwen import build_qwen_pipeline, qwen_transformer_weights
 from diffbox.twins.registry import Original, Twin
+from diffbox.twins.upscalers import UPSCALERS
 from diffbox.twins.single_files import (CITY96_WAN_HIGH_PRECISION, COMFY_PREFIX, QWEN_GGUF_HIGH_PRECISION,
                                         build_file, build_gguf, qwen_vl_file_weights,
                                         umt5_file_weights, wan_file_weights)
@@ -354,4 +355,4 @@ SINGLE_FILES += [
           kind="text_encoder", refused="text encoder", unconfirmed=("key names",)),
 ]
 
-TWINS: dict[str, Twin] = {twin.name: twin for twin in [*PIPELINES, *LORAS, *SINGLE_FILES]}
+TWINS: dict[str, Twin] = {twin.name: twin for twin in [*PIPELINES, *LORAS, *SINGLE_FILES, *UPSCALERS]}

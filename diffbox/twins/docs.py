@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from diffbox.twins.registry import Twin
 
-KIND_TITLES = {"pipeline": "Pipelines", "lora": "LoRAs", "single_file": "Single files"}
+KIND_TITLES = {"pipeline": "Pipelines", "lora": "LoRAs", "single_file": "Single files", "upscaler": "Upscalers"}
 
 
 def _cell(text: str) -> str:

@@ -6,6 +6,8 @@ gr.FileData so remote clients can download them; a bare path string would not be
 
 from __future__ import annotations
 
+import inspect
+
 import gradio as gr
 from gradio import FileData
 
@@ -14,10 +16,15 @@ from diffbox.services import Services
 from diffbox.store import CANCELLED
 from diffbox.ui.jobs import GPU_EVENT, follow, raise_if_failed, submit_or_explain
 from diffbox.ui.plan_api import register_plan_api
+from diffbox.ui.svi_api import register_svi_api
 from diffbox.ui.uploads import UploadGuard
+from diffbox.workflows.registry import WORKFLOWS
+from diffbox.workflows.workflow import Input, Workflow
 
 GPU = GPU_EVENT  # no Gradio limit: the job runner is the GPU queue
 LIGHT = {"concurrency_limit": None}
+# Workflows whose endpoint is not one job → one result: their own registration.
+STREAMING = {"svi": register_svi_api}
 
 
 async def finish(job) -> FinishedEvent:
@@ -32,15 +39,49 @@ async def finish(job) -> FinishedEvent:
     return finished
 
 
-def register_api(services: Services) -> None:
-    guard = UploadGuard(services.settings.outputs_dir)
+def file_argument(put: Input):
+    """The type hint that makes gradio_client upload a file for an input (Gradio derives the API from hints)."""
+    hint = list[FileData] if put.kind == "images" else FileData
+    return hint | None if put.optional else hint
 
-    async def i2v(params: dict, image: FileData, end_image: FileData | None = None) -> tuple[FileData, dict]:
-        """Wan 2.2 image-to-video. params: the i2v parameters (see the spec); returns (mp4, metadata)."""
-        job = await submit_or_explain(lambda: services.submit_i2v(params, guard.file(image, "image"),
-                                                                  guard.file(end_image, "end_image")))
+
+def workflow_endpoint(services: Services, guard: UploadGuard, workflow: Workflow):
+    """`/<name>(params: dict, <inputs by name>) -> (file or files, metadata)`, with the signature Gradio reads."""
+    many = workflow.outputs[0].kind == "images"
+
+    async def endpoint(params: dict, *files):
+        named = dict(zip((put.name for put in workflow.inputs), files))
+        job = await submit_or_explain(lambda: services.submit(workflow.name, params, guard.inputs(workflow, named)))
         finished = await finish(job)
-        return FileData(path=finished.result.outputs[0]), finished.result.metadata
+        paths = [FileData(path=path) for path in finished.result.outputs]
+        return (paths if many else paths[0]), finished.result.metadata
+
+    arguments = [inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dict)]
+    for put in workflow.inputs:
+        default = None if put.optional else inspect.Parameter.empty
+        arguments.append(inspect.Parameter(put.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                           annotation=file_argument(put)))
+    # A string, as `from __future__ import annotations` leaves every hand-written endpoint's: Gradio then
+    # declares one output holding the pair, the shape the HTTP API has always answered with.
+    returns = f"tuple[{'list[FileData]' if many else 'FileData'}, dict]"
+    endpoint.__signature__ = inspect.Signature(arguments, return_annotation=returns)
+    endpoint.__annotations__ = {a.name: a.annotation for a in arguments} | {"return": returns}
+    endpoint.__name__ = workflow.name
+    files = ", ".join(f"{put.name}: {put.label.lower()}" + (" (optional)" if put.optional else "")
+                      for put in workflow.inputs)
+    endpoint.__doc__ = (f"{workflow.description} params: the {workflow.name} parameters (see /specs); {files}. "
+                        f"Returns ({'files' if many else 'the file'}, metadata).")
+    return endpoint
+
+
+def register_api(services: Services) -> None:
+    """One endpoint per workflow, named as the workflow; SVI streams its clips and has its own module."""
+    guard = UploadGuard(services.settings.outputs_dir)
+    for workflow in WORKFLOWS.values():
+        if workflow.name in STREAMING:
+            STREAMING[workflow.name](services)
+        else:
+            gr.api(workflow_endpoint(services, guard, workflow), api_name=workflow.name, **GPU)
 
     def history(limit: int = 50) -> list[dict]:
         """The newest job records, newest first (at most 1000)."""
@@ -55,7 +96,6 @@ def register_api(services: Services) -> None:
         """Every workflow's parameters: type, default, range, choices, tier and help."""
         return {name: [describe(p) for p in spec.params] for name, spec in services.specs.items()}
 
-    gr.api(i2v, api_name="i2v", **GPU)
     gr.api(history, api_name="history", **LIGHT)
     gr.api(specs, api_name="specs", **LIGHT)
     register_plan_api(services)

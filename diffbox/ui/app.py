@@ -22,23 +22,21 @@ from diffbox.ui.first_run import build_first_run
 from diffbox.ui.handover import OneShotDownloads
 from diffbox.ui.history_tab import build_history_tab
 from diffbox.ui.hub_api import register_hub_api
-from diffbox.ui.i2v_tab import build_i2v_tab
 from diffbox.ui.login_throttle import LoginThrottle
 from diffbox.ui.models_tab import build_models_tab
 from diffbox.ui.origins import OriginPolicy, guarded_lifespan, is_guarded
-from diffbox.ui.qwen_api import register_qwen_api
 from diffbox.ui.qwen_tab import build_qwen_tab
-from diffbox.ui.svi_api import register_svi_api
 from diffbox.ui.svi_tab import build_svi_tab
+from diffbox.ui.workflow_tab import build_workflow_tab
+from diffbox.workflows.registry import WORKFLOWS
+
+# Workflows whose tab has widgets of its own (streaming player, mask editor); the others get the generic tab.
+TAB_BUILDERS = {"svi": build_svi_tab, "qwen_edit": build_qwen_tab}
 
 CSS = """
 #diffbox-header {margin-bottom: 0.25rem}
 @media (max-width: 720px) { .gradio-container {padding: 0.25rem !important} }
 """
-
-COMING = {
-}
-
 
 def header(services: Services) -> str:
     """Version, device and mode; never the home path (the page may be public)."""
@@ -118,20 +116,22 @@ def logged_in(fastapi_app, request: Request) -> bool:
     return fastapi_app.tokens.get(token) is not None
 
 
+def build_workflow_tabs(services: Services) -> dict:
+    """A tab per registered workflow, in registry order: its own builder where it has special widgets."""
+    built = {}
+    for name, workflow in WORKFLOWS.items():
+        with gr.Tab(workflow.title, id=name):
+            special = TAB_BUILDERS.get(name)
+            built[name] = special(services) if special else build_workflow_tab(services, workflow)
+    return built
+
+
 def build_app(services: Services) -> gr.Blocks:
     with gr.Blocks(title="diffbox", delete_cache=upload_cleaning(services.settings)) as app:
         gr.Markdown(header(services), elem_id="diffbox-header")
         build_first_run(services)
         with gr.Tabs() as tabs:
-            with gr.Tab("Image → Video", id="i2v"):
-                i2v_tab = build_i2v_tab(services)
-            with gr.Tab("SVI 2.0 Pro", id="svi"):
-                svi_tab = build_svi_tab(services)
-            with gr.Tab("Qwen Image Edit", id="qwen_edit"):
-                qwen_tab = build_qwen_tab(services)
-            for title, text in COMING.items():
-                with gr.Tab(title):
-                    gr.Markdown(text)
+            workflow_tabs = build_workflow_tabs(services)
             with gr.Tab("Models", id="models"):
                 build_models_tab(services)
             with gr.Tab("History", id="history"):
@@ -139,38 +139,23 @@ def build_app(services: Services) -> gr.Blocks:
             build_config_tab(services)
         register_api(services)
         register_hub_api(services)
-        register_svi_api(services)
-        register_qwen_api(services)
         register_config_api(services)
-        # Model lists are re-read on every page load, so models copied in while running show up.
-        app.load(i2v_tab.refresh_choices, None, i2v_tab.refresh_outputs, api_name="ui_refresh_models",
-                 api_visibility="private", queue=False)
-        app.load(svi_tab.refresh_choices, None, svi_tab.refresh_outputs, api_name="ui_refresh_svi_models",
-                 api_visibility="private", queue=False)
-        app.load(qwen_tab.refresh_choices, None, qwen_tab.refresh_outputs, api_name="ui_refresh_qwen_models",
-                 api_visibility="private", queue=False)
+        for name, tab in workflow_tabs.items():
+            # Model lists are re-read on every page load, so models copied in while running show up.
+            if tab.refresh_outputs:
+                app.load(tab.refresh_choices, None, tab.refresh_outputs, api_name=f"ui_refresh_{name}_models",
+                         api_visibility="private", queue=False)
 
         def use_job_settings(record):
-            svi_skip = [gr.skip()] * len(svi_tab.fill_outputs)
-            if record and record.get("workflow") == "qwen_edit":  # refilled by use_qwen_settings below
-                return [gr.skip()] * (len(i2v_tab.fill_outputs) + 1) + svi_skip
-            if record and record.get("workflow") == "svi":  # refill the SVI form; Extend continues the job
-                return [*[gr.skip()] * len(i2v_tab.fill_outputs), *svi_tab.fill(record["params"], record["id"]),
-                        gr.Tabs(selected="svi")]
-            if not record or record.get("workflow") != "i2v":
-                gr.Warning("Only image-to-video, SVI and Qwen-Image-Edit jobs can refill a form so far.")
-                return [gr.skip()] * (len(i2v_tab.fill_outputs) + 1) + svi_skip
-            return [*i2v_tab.fill(record["params"]), *svi_skip, gr.Tabs(selected="i2v")]
+            """Refills the form of the job's workflow, component by component (the others are left alone)."""
+            tab = workflow_tabs.get(record.get("workflow")) if record else None
+            if tab is None:
+                gr.Warning("That job's workflow has no form to refill.")
+                return {}
+            return {**dict(zip(tab.fill_outputs, tab.from_record(record))), tabs: gr.Tabs(selected=record["workflow"])}
 
-        use_settings.click(use_job_settings, selected_job, [*i2v_tab.fill_outputs, *svi_tab.fill_outputs, tabs],
-                           api_name="ui_use_settings", api_visibility="private", queue=False)
-
-        def use_qwen_settings(record):
-            if not record or record.get("workflow") != "qwen_edit":
-                return [gr.skip()] * (len(qwen_tab.fill_outputs) + 1)
-            return [*qwen_tab.fill(record["params"]), gr.Tabs(selected="qwen_edit")]
-
-        use_settings.click(use_qwen_settings, selected_job, [*qwen_tab.fill_outputs, tabs],
-                           api_name="ui_use_qwen_settings", api_visibility="private", queue=False)
+        refilled = list(dict.fromkeys(c for tab in workflow_tabs.values() for c in tab.fill_outputs))
+        use_settings.click(use_job_settings, selected_job, [*refilled, tabs], api_name="ui_use_settings",
+                           api_visibility="private", queue=False)
     app.queue(default_concurrency_limit=1)
     return app

@@ -16,8 +16,8 @@ from diffbox.engine.pod_plan import GB, GiB, PodPlan, recommend
 from diffbox.hub import pod_setup
 from diffbox.markup import code, md
 from diffbox.services import Services
+from diffbox.workflows.registry import WORKFLOWS
 
-WORKFLOW_TITLES = {"i2v": "Image → Video", "svi": "SVI clips", "qwen_edit": "Qwen Image Edit"}
 INTRO = """### Welcome: no models yet
 diffbox found no model under `models/` in its home folder. {measured}
 
@@ -30,7 +30,7 @@ NO_GPU = ("**No CUDA GPU was found** ({device}): the published models need one, 
 
 
 def needs_first_run(services: Services) -> bool:
-    return not any(services.models(workflow) for workflow in ("i2v", "svi", "qwen_edit"))
+    return not any(services.models(name) for name, workflow in WORKFLOWS.items() if workflow.first_run)
 
 
 def _gb(count: int) -> str:
@@ -68,7 +68,8 @@ def plan_text(pod: dict, plan: PodPlan | None) -> str:
     lines += ["", "**How each workflow will run:**", "", "| Workflow | Runs | Weights | Placement | VRAM | RAM | Why |",
               "|---|---|---|---|---:|---:|---|"]
     for workflow, placed in plan.workflows.items():
-        lines.append(f"| {WORKFLOW_TITLES.get(workflow, workflow)} | {'yes' if placed.fits else '**does not fit**'} | "
+        title = WORKFLOWS[workflow].title if workflow in WORKFLOWS else workflow
+        lines.append(f"| {title} | {'yes' if placed.fits else '**does not fit**'} | "
                      f"{md(placed.weights)} | {placed.placement or '-'} | {_gib(placed.vram_bytes)} | "
                      f"{_gib(placed.ram_bytes)} | {md(placed.why)} |")
     names = [v.name for v in pod_setup.variants(plan)]

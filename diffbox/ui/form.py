@@ -88,9 +88,9 @@ def values_to_params(names: list[str], values: tuple) -> dict[str, Any]:
 
 
 def fill_components(fields: dict[str, gr.Component], loras) -> list[gr.Component]:
-    """The components a saved-settings refill writes: every field, with the LoRA rows in place of `loras`."""
+    """The components a saved-settings refill writes: every field, with the LoRA rows (if any) in place of `loras`."""
     plain = [component for name, component in fields.items() if name != "loras"]
-    return [*plain, *loras.components, loras.state]
+    return [*plain, *loras.components, loras.state] if loras else plain
 
 
 def fill_updates(fields: dict[str, gr.Component], loras, params: dict | None) -> list:
@@ -98,7 +98,7 @@ def fill_updates(fields: dict[str, gr.Component], loras, params: dict | None) ->
     params = params or {}
     updates = [_for_component(component, params[name]) if name in params else gr.skip()
                for name, component in fields.items() if name != "loras"]
-    return updates + loras.from_list(params.get("loras", []))
+    return updates + loras.from_list(params.get("loras", [])) if loras else updates
 
 
 def _for_component(component: gr.Component, value: Any) -> Any:

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 
 import gradio as gr
 
-from diffbox.config import HF_ID, NUMBER_ID
+from diffbox.base_models import BASE_MODELS
+from diffbox.config import HF_ID, HF_REVISION, NUMBER_ID
 from diffbox.hub import HubError
 from diffbox.hub.library import normalise_source
 from diffbox.logs import redact
@@ -27,7 +28,7 @@ from diffbox.services import Services
 log = logging.getLogger(__name__)
 
 LIGHT = {"concurrency_limit": None}
-ID_RULES = {"hf": "must be owner/name, a Hugging Face repo id",
+ID_RULES = {"hf": "must be owner/name, a Hugging Face repo id, optionally @ a commit or branch",
             "civitai": "must be a Civitai model id, optionally @ a version id (numbers only)"}
 
 
@@ -41,9 +42,10 @@ def pin_reference(source: str, model_id: str) -> tuple[str, str, str]:
     text = str(model_id).strip()
     if source == "local":  # a library name: the library refuses one it does not hold
         return source, text, ""
-    model, _, version = text.partition("@") if source == "civitai" else (text, "", "")
-    fits = (HF_ID.fullmatch(model) and ".." not in model if source == "hf"
-            else NUMBER_ID.fullmatch(model) and (not version or NUMBER_ID.fullmatch(version)))
+    model, at, version = text.partition("@")  # model@version, as /download takes it
+    model_rule, version_rule = (HF_ID, HF_REVISION) if source == "hf" else (NUMBER_ID, NUMBER_ID)
+    fits = (model_rule.fullmatch(model) and ".." not in model
+            and (version_rule.fullmatch(version) if at else True))
     if not fits:
         raise HubError(f"model_id {ID_RULES[source]}")
     return source, model, version
@@ -65,10 +67,12 @@ def register_hub_api(services: Services) -> None:
     def models_search(query: str = "", source: str = "all", kind: str = "any", base_model: str = "any",
                       sort: str = "downloads", nsfw: bool = False) -> list[dict]:
         """Search Hugging Face and Civitai. source: all | hf | civitai. kind: any | lora | checkpoint |
-        diffusers | vae | controlnet. base_model: any | wan2.2-i2v | wan2.1 | qwen-image | qwen-edit.
+        diffusers | vae | controlnet. base_model: any | {bases}.
         sort: downloads | likes | newest | updated | trending. Results seen before answer offline (cached: true)."""
         with explained("Search failed"):
             return hub.search(query, source, kind, base_model, sort, bool(nsfw)).results
+
+    models_search.__doc__ = models_search.__doc__.replace("{bases}", " | ".join(BASE_MODELS))
 
     def download(source: str, model_id: str, file: str = "") -> str:
         """Queue a download; returns its id. source: hf | civitai. model_id: `owner/name[@revision]` on Hugging
@@ -91,8 +95,9 @@ def register_hub_api(services: Services) -> None:
         return [{**v.to_dict(), "ready": v.ready, "missing": v.missing} for v in hub.library.variants()]
 
     def pin(source: str, model_id: str, pinned: bool = True) -> dict:
-        """Pin (or unpin) a model; pinned models are what a config export lists. model_id: `owner/name` on
-        Hugging Face, `model[@version]` on Civitai, or a library name with source local."""
+        """Pin (or unpin) a model; pinned models are what a config export lists. model_id: `owner/name[@revision]`
+        on Hugging Face, `model[@version]` on Civitai (as /download takes them), or a library name with source
+        local."""
         with explained("Cannot pin"):
             source, model, version = pin_reference(source, model_id)
             return hub.pin(source, model, pinned, revision=version)

@@ -1,4 +1,5 @@
-"""A few LoRA rows (library file + weight per expert) standing in for one `loras` list parameter."""
+"""LoRA rows (library file + weight per expert) standing in for one `loras` list parameter: as many rows as
+the parameter allows items, so whatever validates can be shown and refilled."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ from typing import Callable
 
 import gradio as gr
 
+from diffbox.params import Param
+
 NONE = "(none)"
-ROWS = 4
 
 
 class LoraRows:
-    """Renders ROWS rows; `.state` holds the list value the handlers read, kept in sync with the rows."""
+    """Renders `param.max_items` rows; `.state` holds the list value the handlers read, kept in sync."""
 
-    def __init__(self, choices: Callable[[], list[str]], experts: tuple[str, ...] = ("weight_high", "weight_low"),
-                 elem_prefix: str = "lora"):
+    def __init__(self, param: Param, choices: Callable[[], list[str]],
+                 experts: tuple[str, ...] = ("weight_high", "weight_low"), elem_prefix: str = "lora"):
+        self.count = param.max_items
         self.experts = experts
         self.choices = choices
         self.rows: list[tuple[gr.Dropdown, ...]] = []
@@ -23,7 +26,7 @@ class LoraRows:
             if "weight_high" in experts:  # Wan's two experts; a one-transformer model has one weight
                 gr.Markdown("Weights apply per Wan expert: high-noise (layout, motion) and low-noise (detail). "
                             "0 leaves that expert untouched.")
-            for index in range(ROWS):
+            for index in range(self.count):
                 with gr.Row(equal_height=True):
                     name = gr.Dropdown([NONE, *choices()], value=NONE, label=f"LoRA {index + 1}", scale=3,
                                        elem_id=f"{elem_prefix}-name-{index}")
@@ -52,9 +55,9 @@ class LoraRows:
 
     def from_list(self, entries: list[dict] | None) -> list:
         """Updates for every row component (then the state), filling rows from a saved list."""
-        entries = list(entries or [])[:ROWS]
+        entries = list(entries or [])[:self.count]  # the spec allows no more
         updates = []
-        for index in range(ROWS):
+        for index in range(self.count):
             entry = entries[index] if index < len(entries) else {}
             name = entry.get("name", NONE)
             updates.append(gr.Dropdown(choices=[NONE, *self.choices(), *([name] if name != NONE else [])],

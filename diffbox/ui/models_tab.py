@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 
 import gradio as gr
 
+from diffbox import base_models
+from diffbox.engine.memory import format_bytes
 from diffbox.hub import HubError
-from diffbox.hub.library import BASE_MODELS, UNKNOWN
+from diffbox.hub.library import UNKNOWN
 from diffbox.hub.library import KINDS as KIND_NAMES
 from diffbox.logs import redact
 from diffbox.markup import code, md, plain
@@ -25,8 +27,7 @@ PRIVATE = {"api_visibility": "private", "queue": False}
 SOURCES = [("Both", "all"), ("Hugging Face", "hf"), ("Civitai", "civitai")]
 KINDS = [("Any kind", "any"), ("LoRA", "lora"), ("Checkpoint", "checkpoint"), ("Diffusers folder", "diffusers"),
          ("VAE", "vae"), ("ControlNet", "controlnet")]
-BASES = [("Any base model", "any"), ("Wan 2.2 I2V A14B", "wan2.2-i2v"), ("Wan 2.1 / other Wan", "wan2.1"),
-         ("Qwen-Image", "qwen-image"), ("Qwen-Image-Edit", "qwen-edit")]
+BASES = [("Any base model", "any"), *((b.label, b.key) for b in base_models.BASES)]
 SORTS = [("Most downloaded", "downloads"), ("Most liked", "likes"), ("Newest", "newest"), ("Trending", "trending")]
 DOWNLOAD_COLUMNS = ["id", "file", "source", "state", "progress", "size", "speed", "ETA", "error"]
 LIBRARY_COLUMNS = ["name", "kind", "base model", "source", "id", "revision", "size", "pinned", "sha256"]
@@ -36,16 +37,6 @@ CSS = """
   background: var(--block-background-fill); border-radius: 6px; opacity: .6}
 .hub-card .hub-meta {font-size: .85em; opacity: .85}
 """
-
-
-def human_size(n: float | None) -> str:
-    if not n:
-        return "—"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def human_eta(seconds: float | None) -> str:
@@ -69,7 +60,7 @@ def card_html(result: dict) -> str:
         "offline copy" if result.get("cached") else ""] if x)
     return (f'<div class="hub-card">{image}<div><b>{title}</b></div>'
             f'<div class="hub-meta">by {e(result.get("author"))} · ⬇ {int(result.get("downloads") or 0):,} · '
-            f'♥ {int(result.get("rating") or 0):,} · {human_size(result.get("size"))}</div>'
+            f'♥ {int(result.get("rating") or 0):,} · {format_bytes(result.get("size") or None)}</div>'
             f'<div class="hub-meta">{badges}</div></div>')
 
 
@@ -79,15 +70,15 @@ def download_rows(services: Services) -> list[list]:
         total = d["bytes_total"] or 0
         progress = f"{100 * d['bytes_done'] / total:.0f}%" if total else "—"
         rows.append([d["id"], d["file"], d["source"], d["state"], progress,
-                     f"{human_size(d['bytes_done'])} / {human_size(total)}",
-                     f"{human_size(d['speed'])}/s" if d["speed"] else "—", human_eta(d["eta_s"]),
+                     f"{format_bytes(d['bytes_done'])} / {format_bytes(total or None)}",
+                     f"{format_bytes(d['speed'])}/s" if d["speed"] else "—", human_eta(d["eta_s"]),
                      redact(d["error"] or "")])
     return rows
 
 
 def library_rows(services: Services) -> list[list]:
     return [[m.name, m.kind, m.base_model, m.source, m.model_id if m.source != "local" else "", m.revision,
-             human_size(m.size), "yes" if m.pinned else "", (m.sha256 or "")[:12]]
+             format_bytes(m.size), "yes" if m.pinned else "", (m.sha256 or "")[:12]]
             for m in services.hub.library.models()]
 
 
@@ -247,7 +238,7 @@ def _library_panel(services: Services) -> None:
     with gr.Row():
         name = gr.Textbox(label="Selected model", interactive=False, scale=2, elem_id="hub-library-selected")
         kind = gr.Dropdown([k for k in KIND_NAMES if k != "diffusers"], label="Kind", scale=1)
-        base = gr.Dropdown([*BASE_MODELS, UNKNOWN], label="Base model", scale=1)
+        base = gr.Dropdown([*base_models.BASE_MODELS, UNKNOWN], label="Base model", scale=1)
         set_base = gr.Button("Save kind and base model", scale=1)
         pin = gr.Button("Pin / unpin", scale=1)
         rescan = gr.Button("Rescan models/", scale=1, elem_id="hub-rescan")

@@ -85,3 +85,8 @@ class UploadGuard:
                     "layers": self.files(value.get("layers"), field),
                     "composite": self.file(value.get("composite"), field)}
         return self.file(value, field)
+
+    def inputs(self, workflow, values: dict) -> dict:
+        """A workflow's file arguments by input name, each checked as its kind asks."""
+        check = {"images": self.files, "mask": self.mask}
+        return {put.name: check.get(put.kind, self.file)(values.get(put.name), put.name) for put in workflow.inputs}

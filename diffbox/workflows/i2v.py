@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from diffbox import __version__
+from diffbox import __version__, base_models
 from diffbox.engine import tuning
 from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
 from diffbox.engine.preview import video_latents_to_strip
@@ -22,9 +22,10 @@ from diffbox.params import Param, ParamSpec
 from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry, vae_dtype_param
 from diffbox.workflows.images import cover, load_image
 from diffbox.workflows.outputs import check_frames, write_metadata, write_video
+from diffbox.workflows.workflow import Input, Output, Workflow
 
 PIPELINE_CLASSES = ("WanImageToVideoPipeline",)
-BASE_MODEL = "wan2.2-i2v"
+BASE_MODEL = base_models.WAN22_I2V
 
 # Wan's own default negative prompt (Wan2.2 shared_config.py); the model was tuned with it.
 WAN_NEGATIVE_PROMPT = (
@@ -181,3 +182,15 @@ def run(ctx: JobContext, pipe, job: I2VInput, model_name: str, loras: list[LoraR
     video = write_video(frames, ctx.outdir / "video.mp4", p["fps"], metadata)
     write_metadata(ctx.outdir, metadata)
     return JobResult(outputs=[str(video)], metadata=metadata)
+
+
+WORKFLOW = Workflow(
+    name="i2v", title="Image → Video", spec=SPEC,
+    inputs=(Input("image", "image", "Start image"), Input("end_image", "image", "End image", optional=True)),
+    outputs=(Output("video", "video", "Video"),),
+    prepare=prepare, run=run, base_model=BASE_MODEL, pipeline_classes=PIPELINE_CLASSES,
+    # Sizes a CPU renders in a couple of seconds with the demo twins.
+    demo_defaults={"width": 128, "height": 128, "num_frames": 17, "num_inference_steps": 8, "model": "demo/wan22-i2v"},
+    size_presets=RESOLUTION_PRESETS, lora_weights=("weight_high", "weight_low"), live_preview=True,
+    description="Wan 2.2 image-to-video: a start image (and optionally a last frame) and a prompt in, an mp4 out.",
+)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from diffbox.params import InvalidParams
 from diffbox.workflows.images import file_path
@@ -84,6 +84,24 @@ def finish_mask(mask: Image.Image, invert: bool = False, feather: int = 0) -> Im
     if feather > 0:
         mask = mask.filter(ImageFilter.GaussianBlur(radius=feather / 2))
     return mask
+
+
+def resolve_mask(value: Any, source_size: tuple[int, int], out_size: tuple[int, int], invert: bool = False,
+                 feather: int = 0) -> tuple[Image.Image | None, Image.Image | None, Image.Image | None]:
+    """The mask an inpaint job uses, and what the form previews: (given, hard, soft).
+
+    `value` is an ImageEditor value (a dict with layers) or a mask file; `given` is it at the source image's
+    size, as painted or uploaded (None when nothing is); `hard` is `given` inverted if asked, then cropped
+    and scaled to `out_size` exactly as the source image is (ImageOps.fit), None when nothing is left to
+    repaint; `soft` is `hard` feathered, what the composite blends with."""
+    from_editor = isinstance(value, dict) and "layers" in value
+    given = editor_to_mask(value, source_size) if from_editor else load_mask(value, source_size)
+    hard = finish_mask(given, invert=True) if given is not None and invert else given
+    if hard is None or not np.asarray(hard).any():
+        return given, None, None
+    if hard.size != tuple(out_size):
+        hard = ImageOps.fit(hard, tuple(out_size), Image.Resampling.NEAREST)
+    return given, hard, finish_mask(hard, feather=feather)
 
 
 def composite(original: Image.Image, generated: Image.Image, mask: Image.Image) -> Image.Image:

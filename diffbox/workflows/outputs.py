@@ -43,20 +43,21 @@ def to_uint8(frames) -> np.ndarray:
     return array
 
 
-def check_frames(frames) -> None:
+def check_frames(frames, what: str = "video") -> None:
     """A NaN or all-black result is a failure (fp16 overflow, a broken LoRA), never an output."""
     array = np.asarray(frames, dtype=np.float32)
     if np.isnan(array).any():
         raise ValueError("the model produced NaN values (often fp16 overflow or a broken LoRA); "
                          "try dtype bfloat16, another LoRA, or fewer LoRAs")
     if array.max() <= 1.0 / 255.0:
-        raise ValueError("the model produced an all-black video (often fp16 overflow or a broken LoRA); "
+        raise ValueError(f"the model produced an all-black {what} (often fp16 overflow or a broken LoRA); "
                          "try dtype bfloat16 or without LoRAs")
 
 
-def write_video(frames, path: Path, fps: int, metadata: dict | None = None) -> Path:
+def write_video(frames, path: Path, fps: float, metadata: dict | None = None, macro_block_size: int = 16) -> Path:
     """H.264/yuv420p mp4 (plays everywhere, streams with faststart) with the metadata as its comment;
-    takes its name only once ffmpeg decodes every frame back from it."""
+    takes its name only once ffmpeg decodes every frame back from it. Frames whose sides are not multiples
+    of `macro_block_size` are scaled up to the next one (2 keeps an uploaded video's size: yuv420p needs even sides)."""
     path = Path(path)
     frames = to_uint8(frames)
     params = ["-movflags", "+faststart"]
@@ -65,8 +66,8 @@ def write_video(frames, path: Path, fps: int, metadata: dict | None = None) -> P
                                                        ensure_ascii=True, default=str)]
     with checked_write(path) as partial:
         writer = imageio.get_writer(str(partial), format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    quality=8, pixelformat="yuv420p", macro_block_size=16, output_params=params,
-                                    ffmpeg_log_level="error")
+                                    quality=8, pixelformat="yuv420p", macro_block_size=macro_block_size,
+                                    output_params=params, ffmpeg_log_level="error")
         try:
             for frame in frames:
                 writer.append_data(frame)

@@ -8,7 +8,9 @@ the same components). The route follows the loaded model's own class, i.e. how i
   QwenImageEditPipeline with one, Plus with several (order matters: the prompt can say "picture 2");
 - inpaint: over the first image, white mask = repaint; QwenImageEditPlusInpaintPipeline for a Plus
   model, QwenImageEditInpaintPipeline for the original. The original pixels are composited back
-  outside the (feathered) mask, so untouched areas stay pixel-exact.
+  outside the (feathered) mask, so untouched areas stay pixel-exact. The mask as given (before invert,
+  feather and crop, which the params redo) is saved as mask.png beside the images and named in their
+  recipe, so the first image + mask.png + the params replay the job.
 
 The edit pipelines condition at a fixed ~1 MP whatever the input (hard-coded in diffusers), and
 inpaint ignores height/width; outputs are resized to the asked size afterwards.
@@ -24,25 +26,27 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from diffbox import __version__
+from diffbox import __version__, base_models
 from diffbox.engine import qwen_pipes, tuning
 from diffbox.engine.loras import LoraRequest, apply_loras, file_sha256
 from diffbox.engine.runner import JobContext, JobResult
 from diffbox.params import InvalidParams, Param, ParamSpec
 from diffbox.workflows.common import MEMORY_PARAMS, STEP_CACHE_PARAMS, lora_entry, vae_dtype_param
 from diffbox.workflows.images import file_path, load_image
-from diffbox.workflows.masks import editor_to_mask, finish_mask, load_mask
+from diffbox.workflows.masks import resolve_mask
 from diffbox.workflows.masks import composite as composite_original
-from diffbox.workflows.outputs import write_metadata, write_png
+from diffbox.workflows.outputs import check_frames, write_metadata, write_png
+from diffbox.workflows.workflow import Input, Output, Resolved, Workflow
 
 EDIT_CLASSES = ("QwenImageEditPipeline", "QwenImageEditPlusPipeline", "QwenImageEditInpaintPipeline")
 TEXT_TO_IMAGE_CLASSES = ("QwenImagePipeline",)
 PIPELINE_CLASSES = EDIT_CLASSES
-BASE_MODEL = "qwen-edit"
+BASE_MODEL = base_models.QWEN_EDIT
 MODES = ("generate", "edit", "inpaint")
 MAX_REFERENCES = 6
 # Qwen works at ~1 MP; bigger inputs only cost time and memory, so they are scaled down (with a note).
 MAX_SIDE = 2048
+MASK_FILE = "mask.png"  # an inpaint job's mask, saved beside its images
 
 # ~1 MP sizes (multiples of 16) for the common aspect ratios, as width × height.
 RESOLUTION_PRESETS: dict[str, tuple[int, int]] = {
@@ -128,6 +132,7 @@ class QwenEditInput:
     control_image: Image.Image | None
     out_size: tuple[int, int]              # (width, height) of the saved images
     notes: list[str] = field(default_factory=list)
+    given_mask: Image.Image | None = None  # inpaint: the mask as given, at the image's size; saved for replay
 
     @property
     def gen_size(self) -> tuple[int, int]:
@@ -213,24 +218,19 @@ def prepare(values: dict | None, images: Any = None, mask: Any = None, control_i
         else:
             notes.append("match_input_size: no input image to match; used width × height")
 
-    hard = soft = None
+    hard = soft = given = None
     if mode == "inpaint":
         source = refs[0]
-        from_editor = isinstance(mask, dict) and "layers" in mask  # else a file: path, FileData dict, image
-        hard = editor_to_mask(mask, source.size) if from_editor else load_mask(mask, source.size)
-        if hard is not None and params["mask_invert"]:
-            hard = finish_mask(hard, invert=True)
-        if hard is None or not np.asarray(hard).any():
+        given, hard, soft = resolve_mask(mask, source.size, out_size, params["mask_invert"], params["mask_feather"])
+        if hard is None:
             raise InvalidParams({"mask": "is empty (all black): paint the area to repaint in white"
                                          + (" (after invert, nothing is left)" if params["mask_invert"] else "")})
         if source.size != out_size:
             source = ImageOps.fit(source, out_size, Image.Resampling.LANCZOS)
-            hard = ImageOps.fit(hard, out_size, Image.Resampling.NEAREST)
         refs = [source]
-        soft = finish_mask(hard, feather=params["mask_feather"])
     if control is not None:
         control = ImageOps.fit(control, latent_grid(out_size), Image.Resampling.LANCZOS)
-    return QwenEditInput(params, refs, hard, soft, control, out_size, notes)
+    return QwenEditInput(params, refs, hard, soft, control, out_size, notes, given)
 
 
 def pipeline_class(mode: str, references: int, with_controlnet: bool, model_class: str) -> str:
@@ -251,16 +251,6 @@ def configure(pipe, params: dict) -> None:
         pipe.vae.enable_tiling()
     else:
         pipe.vae.disable_tiling()
-
-
-def _check_images(array: np.ndarray) -> None:
-    """A NaN or all-black result is a failure (fp16 overflow, a broken LoRA), never an output."""
-    if np.isnan(array).any():
-        raise ValueError("the model produced NaN values (often fp16 overflow or a broken LoRA); "
-                         "try dtype bfloat16, another LoRA, or fewer LoRAs")
-    if array.max() <= 1.0 / 255.0:
-        raise ValueError("the model produced an all-black image (often fp16 overflow or a broken LoRA); "
-                         "try dtype bfloat16 or without LoRAs")
 
 
 def run(ctx: JobContext, pipe, job: QwenEditInput, model_name: str, loras: list[LoraRequest] = (),
@@ -310,7 +300,7 @@ def run(ctx: JobContext, pipe, job: QwenEditInput, model_name: str, loras: list[
         qwen_pipes.release_offload(pipe, runner)
     ctx.note(f"{class_name}, {p['scheduler']} scheduler, {tuning.describe_timesteps(timesteps)}")
     ctx.check_cancelled()
-    _check_images(arrays)
+    check_frames(arrays, "image")
     ctx.progress("writing images")
     results = []
     for array in arrays:
@@ -327,7 +317,45 @@ def run(ctx: JobContext, pipe, job: QwenEditInput, model_name: str, loras: list[
         "width": job.out_size[0], "height": job.out_size[1], "images": len(results), "notes": list(job.notes),
         **(extra_metadata or {}),
     }
+    if job.given_mask is not None:
+        metadata["mask"] = write_png(job.given_mask, ctx.outdir / MASK_FILE).name
     paths = [str(write_png(image, ctx.outdir / f"image-{index + 1}.png", {**metadata, "index": index}))
              for index, image in enumerate(results)]
     write_metadata(ctx.outdir, metadata)
     return JobResult(outputs=paths, metadata=metadata)
+
+
+def resolve(services, workflow: Workflow, job: QwenEditInput) -> Resolved:
+    """Generate mode prefers a Qwen-Image text-to-image model (the one named, else the first) over the edit
+    model, which `model` usually names; every mode can fall back to the edit model. A ControlNet is a
+    library name too; its path goes to run()."""
+    params = job.params
+    model = None
+    if params["mode"] == "generate":
+        text_to_image = [m for m in services.library_models() if m.pipeline_class in TEXT_TO_IMAGE_CLASSES]
+        if text_to_image:
+            model = next((m for m in text_to_image if m.name == params["model"]), text_to_image[0])
+    model = model or services.resolve_model(workflow.name, params["model"])
+    loras = services.resolve_loras(BASE_MODEL, [{"name": e["name"], "weight_high": e["weight"], "weight_low": 0.0}
+                                                for e in params["loras"]])
+    controlnet_path = None
+    if params["controlnet"]:
+        available = {m.name: m for m in services.qwen_controlnets()}
+        if params["controlnet"] not in available:
+            raise InvalidParams({"controlnet": f"{params['controlnet']!r} is not in the library; "
+                                               f"available: {', '.join(sorted(available)) or 'none'}"})
+        controlnet_path = Path(available[params["controlnet"]].path)
+    return Resolved(model.name, services.load_source(model), tuple(loras), extra={"controlnet_path": controlnet_path})
+
+
+WORKFLOW = Workflow(
+    name="qwen_edit", title="Qwen Image Edit", spec=SPEC,
+    inputs=(Input("images", "images", "Reference images", optional=True),
+            Input("mask", "mask", "Mask (white = repaint)", optional=True),
+            Input("control_image", "image", "Control image", optional=True)),
+    outputs=(Output("results", "images", "Results"),),
+    prepare=prepare, run=run, resolve=resolve, base_model=BASE_MODEL, pipeline_classes=PIPELINE_CLASSES,
+    demo_defaults={"width": 64, "height": 64, "num_inference_steps": 4, "model": "demo/qwen-image-edit"},
+    size_presets=RESOLUTION_PRESETS, lora_weights=("weight",),
+    description="Qwen-Image-Edit: generate, edit with up to six references, or inpaint under a mask.",
+)

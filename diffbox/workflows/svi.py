@@ -44,6 +44,7 @@ from diffbox.workflows import i2v
 from diffbox.workflows.images import cover, load_image
 from diffbox.workflows.outputs import (META_KEY, check_frames, checked_write, expect_frames, readable_frames, to_uint8,
                                        write_metadata, write_png, write_video)
+from diffbox.workflows.workflow import Input, Output, Resolved, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -436,3 +437,39 @@ def _finish_quietly(finish, reason: str, ctx: JobContext) -> JobResult | None:
 
 def _save_image(image: Image.Image, path: Path) -> None:
     write_png(image, path)
+
+
+def resolve(services, workflow: Workflow, job: SVIInput) -> Resolved:
+    """The model, then the LoRAs: the SVI pair (each on its own expert), the distill LoRA, then the user's.
+    One message names every field whose LoRA is missing (a preset's usually lacks both of the pair)."""
+    params = job.params
+    model = services.resolve_model(workflow.name, params["model"])
+    named = [("svi_lora_high", {"weight_high": params["svi_weight_high"], "weight_low": 0.0}),
+             ("svi_lora_low", {"weight_high": 0.0, "weight_low": params["svi_weight_low"]}),
+             ("distill_lora", {"weight_high": params["distill_weight_high"],
+                               "weight_low": params["distill_weight_low"]})]
+    wanted = [(name, [{"name": params[name], **weights}]) for name, weights in named if params[name]]
+    loras, errors = [], {}
+    for field_name, entries in [*wanted, ("loras", params["loras"])]:
+        try:
+            loras += services.resolve_loras(BASE_MODEL, entries)
+        except InvalidParams as exc:
+            errors[field_name] = exc.errors["loras"]
+    if errors:
+        raise InvalidParams(errors)
+    return Resolved(model.name, services.load_source(model), tuple(loras),
+                    record={"extends": job.resume.job_id} if job.resume else {})
+
+
+WORKFLOW = Workflow(
+    name="svi", title="SVI 2.0 Pro", spec=SPEC,
+    inputs=(Input("image", "image", "Anchor image"),),
+    outputs=(Output("video", "video", "Video"),),
+    prepare=prepare, run=run, resolve=resolve, base_model=BASE_MODEL, pipeline_classes=PIPELINE_CLASSES,
+    # Any Wan LoRA pair stands in for the SVI 2.0 Pro pair (no real SVI files offline).
+    demo_defaults={"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 4, "num_clips": 3,
+                   "model": "demo/wan22-i2v", "svi_lora_high": "demo/loras/wan-lora-high.safetensors",
+                   "svi_lora_low": "demo/loras/wan-lora-low.safetensors"},
+    size_presets=i2v.RESOLUTION_PRESETS, lora_weights=("weight_high", "weight_low"), live_preview=True,
+    description="SVI 2.0 Pro endless video: a chain of Wan 2.2 clips, streamed as each one finishes.",
+)
