@@ -326,10 +326,23 @@ BUILDERS: dict[str, Callable[[Path, int], None]] = {
     "wan-lora-low-comfy": lambda dest, seed: build_wan_lora(dest, seed, which="low", comfy=True),
     "qwen-lora": build_qwen_lora,
 }
+
+
+def _named_builder(target: str) -> Callable[[Path, int], None]:
+    """A builder named "module:function" (as a workflow's demo_models names it), imported when it runs."""
+    module, function = target.split(":")
+
+    def build(dest: Path, seed: int) -> None:
+        import importlib
+
+        getattr(importlib.import_module(module), function)(dest, seed)
+    return build
+
+
 # The twins that workflows declare themselves (finishing models), built under the same root.
 WORKFLOW_TWINS = {name: twin for workflow in WORKFLOWS.values() for name, twin in workflow.demo_models.items()}
 DEMO_LAYOUT.update({name: where for name, (where, _) in WORKFLOW_TWINS.items()})
-BUILDERS.update({name: builder for name, (_, builder) in WORKFLOW_TWINS.items()})
+BUILDERS.update({name: _named_builder(builder) for name, (_, builder) in WORKFLOW_TWINS.items()})
 
 # ---------------------------------------------------------------------------------------------
 # Building into a root folder

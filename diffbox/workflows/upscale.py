@@ -22,7 +22,6 @@ from diffbox.engine.loaders import DTYPES
 from diffbox.engine.runner import JobContext, JobResult
 from diffbox.engine.upscale import NotAnUpscaler, load_upscaler, upscale_frames
 from diffbox.params import InvalidParams, Param, ParamSpec
-from diffbox.twins.upscalers import build_tiny_upscaler
 from diffbox.workflows.images import file_path, load_image
 from diffbox.workflows.outputs import write_metadata, write_png, write_video
 from diffbox.workflows.workflow import Input, Output, Workflow
@@ -173,7 +172,8 @@ WORKFLOW = Workflow(
     run=run,
     model_kind="upscaler",
     demo_defaults={"scale": 2, "tile": 64, "tile_overlap": 8},
-    demo_models={"realesrgan-x4plus": ("upscalers/RealESRGAN_x4plus.safetensors", build_tiny_upscaler)},
+    demo_models={"realesrgan-x4plus": ("upscalers/RealESRGAN_x4plus.safetensors",
+                                       "diffbox.twins.upscalers:build_tiny_upscaler")},
     first_run=False,
     description="Image or video ×2 / ×4 with an ESRGAN-family model, in tiles.",
 )

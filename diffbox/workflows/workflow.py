@@ -67,8 +67,9 @@ class Workflow:
     model_kind: str = ""                    # non-diffusers models: the library kind its picker lists ("upscaler")
     resolve: Callable[..., Resolved] | None = None  # (services, workflow, job) -> Resolved; None = default_resolve
     demo_defaults: dict = field(default_factory=dict)  # form defaults in --demo (validated at start)
-    demo_models: dict[str, tuple[str, Callable[[Path, int], None]]] = field(default_factory=dict)
-    # ^ demo twin name -> (path under models/demo, builder(dest, seed)); built offline by diffbox.demo
+    demo_models: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # ^ demo twin name -> (path under models/demo, "module:function" of its builder(dest, seed)), built
+    #   offline by diffbox.demo; named, not imported, so a workflow never imports the twins (test support)
     first_run: bool = True                  # its models count for "the library holds no model yet"
     size_presets: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> (width, height)
     lora_weights: tuple[str, ...] = ()      # the weight fields of a LoRA row ("weight_high", "weight_low")
