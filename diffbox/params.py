@@ -40,7 +40,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     step: float | None = None
-    choices: tuple[str, ...] | None = None
+    choices: tuple[str | int, ...] | None = None  # "choice": its strings; "int": the only numbers allowed
     multiple_of: int | None = None
     # (modulus, remainder): num_frames must be 4n+1 because Wan's VAE compresses time by 4.
     congruent: tuple[int, int] | None = None
@@ -98,6 +98,8 @@ def _fmt(number: float) -> str:
 
 def _clean_int(param: Param, value: Any) -> int:
     number = _as_int(param, value)
+    if param.choices and number not in param.choices:  # a few allowed numbers (×2 / ×4): the form's dropdown
+        raise ValueError(f"must be one of {', '.join(map(str, param.choices))}; got {number}")
     _check_range(param, number)
     if param.multiple_of and number % param.multiple_of:
         below = number - number % param.multiple_of

@@ -174,11 +174,15 @@ class Services:
                     "weight_low": e[weights[1]] if len(weights) > 1 else 0.0} for e in job.params.get("loras", [])]
         return Resolved(model.name, self.load_source(model), tuple(self.resolve_loras(workflow.base_model, entries)))
 
-    def submit(self, workflow_name: str, values: dict | None, files: dict[str, Any] | None = None) -> Job:
+    def submit(self, workflow_name: str, values: dict | None, files: dict[str, Any] | None = None, *,
+               source_job: str | None = None) -> Job:
         """Validates (InvalidParams naming each bad field), finds the model and LoRAs, then queues the job.
-        `files` maps the workflow's input names to uploads (paths, images, editor values)."""
+        `files` maps the workflow's input names to uploads (paths, images, editor values). `source_job`: the
+        job whose output this one finishes (a chained upscale or interpolation); its history record and
+        metadata name it."""
         workflow = WORKFLOWS[workflow_name]
-        return self.queue(workflow, workflow.prepare(values, spec=self.specs[workflow_name], **(files or {})))
+        job_input = workflow.prepare(values, spec=self.specs[workflow_name], **(files or {}))
+        return self.queue(workflow, job_input, {"source_job": source_job} if source_job else {})
 
     def submit_svi_extend(self, job_id: str, values: dict | None) -> Job:
         """Continues an earlier SVI job from its saved latents with new prompts (and settings)."""
@@ -189,14 +193,17 @@ class Services:
         return self.queue(WORKFLOWS["svi"], svi.prepare_extend(values, outdir, record["id"],
                                                                record.get("params") or {}, spec=self.specs["svi"]))
 
-    def queue(self, workflow: Workflow, job_input) -> Job:
+    def queue(self, workflow: Workflow, job_input, link: dict | None = None) -> Job:
         """Finds what the job uses (InvalidParams when it is missing), then hands it to the runner; the
-        history records the params with the model's library name."""
+        history records the params with the model's library name, and `link` (saved in the record and
+        the output's metadata)."""
         resolved = (workflow.resolve or Services.default_resolve)(self, workflow, job_input)
         run_params = {**job_input.params, **({"model": resolved.model_name} if "model" in workflow.spec else {})}
+        link = link or {}
 
         def attempt(ctx, loaded, overrides: dict):
             extra = {"placement": loaded.placement.mode, "weights": loaded.placement.weights} if loaded else {}
+            extra.update(link)
             job = replace(job_input, params={**run_params, **overrides})
             return workflow.run(ctx, loaded.pipe if loaded else None, job, resolved.model_name, list(resolved.loras),
                                 extra_metadata=extra, **resolved.extra)
@@ -206,7 +213,7 @@ class Services:
                 return attempt(ctx, None, {})
             return self._on_gpu(ctx, resolved.source, run_params, attempt)
 
-        return self.runner.submit(workflow.name, {**run_params, **resolved.record}, work)
+        return self.runner.submit(workflow.name, {**run_params, **resolved.record, **link}, work)
 
     # The entry points scripts and tests have used since before the registry.
     def submit_i2v(self, values: dict | None, image: Any, end_image: Any = None) -> Job:

@@ -13,7 +13,7 @@ from gradio_client.exceptions import AppError
 
 from conftest import make_demo_home, read_frames
 from test_app import start_app
-from test_browser import CHROMIUM, CHROMIUM_ARGS, media_duration, set_number
+from test_browser import CHROMIUM, CHROMIUM_ARGS, media_duration
 
 from diffbox.engine import interpolate as interpolation
 from diffbox.engine.runner import Cancelled, FinishedEvent, Job, JobContext, ProgressEvent
@@ -182,7 +182,8 @@ def test_the_tab_interpolates_an_upload_and_the_video_plays(app, source, tmp_pat
             page.goto(app)
             page.get_by_role("tab", name="Interpolate").click()
             page.set_input_files("#interpolate-video input[type=file]", str(source))
-            set_number(page, "param-factor", 4)
+            page.locator("#param-factor input").filter(visible=True).click()  # ×2 / ×4: a dropdown
+            page.get_by_role("option", name="4", exact=True).click()
             page.click("#interpolate-generate")
             video = page.locator("#interpolate-interpolated video")
             expect(page.locator("#interpolate-status")).to_contain_text("Done.", timeout=90_000)

@@ -22,7 +22,7 @@ from accelerate import init_empty_weights
 
 from diffbox.engine import qwen_pipes
 from diffbox.engine.cache import estimate_pipeline_bytes
-from diffbox.workflows import svi
+from diffbox.engine.svi_pipeline import svi_view
 
 WAN_EXPERT_PARAMS = 14_288_901_184
 PUBLISHED = {  # bytes, for the dtype named
@@ -280,7 +280,7 @@ def test_the_svi_view_shares_the_real_size_experts_without_a_cast(real):
                                    transformer_2=models["wan_expert_2"].to(torch.bfloat16), boundary_ratio=0.9)
     names = ("transformer", "transformer_2", "text_encoder", "vae")
     before = {name: dtypes(getattr(pipe, name)) for name in names}
-    view = svi.svi_view(pipe)
+    view = svi_view(pipe)
     assert all(getattr(view, name) is getattr(pipe, name) for name in names)
     assert {name: dtypes(getattr(pipe, name)) for name in names} == before
     assert set(before["vae"].values()) == {torch.float32} and view.config.boundary_ratio == 0.9

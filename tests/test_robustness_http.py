@@ -235,7 +235,7 @@ def test_9_waiting_jobs_show_in_health_are_timed_and_can_be_cancelled(app, clien
     # One client per job, as separate users: Gradio's cancel stops every job of a session on that endpoint.
     # The other two clients connect first (slow on a busy machine), so both join while the first job runs.
     others = [Client(app["url"], verbose=False) for _ in range(2)]
-    first = client.submit({**SMALL, "num_inference_steps": 40}, handle_file(image), None, api_name="/i2v")
+    first = client.submit({**SMALL, "num_inference_steps": 120}, handle_file(image), None, api_name="/i2v")
     wait_for(lambda: any(j["state"] == "running" for j in health(app)["queue"]["jobs"]), what="the first job")
     second = others[0].submit(SMALL, handle_file(image), None, api_name="/i2v")
     wait_for(lambda: health(app)["queue"]["waiting"] == 1, what="the second job in line")

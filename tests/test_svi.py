@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import read_frames
 from diffbox.engine.runner import OutputEvent
+from diffbox.engine.svi_pipeline import SVIPipeline
 from diffbox.params import InvalidParams
 from diffbox.store import CANCELLED, DONE
 from diffbox.workflows import svi
@@ -33,7 +34,7 @@ def calls(monkeypatch):
     """Records, per pipeline call, the condition prepare_latents built, the prompt, the seed and the
     denoised latents the call returned (the real methods still run)."""
     recorded = []
-    real_prepare, real_call = svi.SVIPipeline.prepare_latents, svi.SVIPipeline.__call__
+    real_prepare, real_call = SVIPipeline.prepare_latents, SVIPipeline.__call__
 
     def prepare(self, *args, **kwargs):
         noise, condition = real_prepare(self, *args, **kwargs)
@@ -46,8 +47,8 @@ def calls(monkeypatch):
         recorded[-1]["latents"] = output.frames.clone()
         return output
 
-    monkeypatch.setattr(svi.SVIPipeline, "prepare_latents", prepare)
-    monkeypatch.setattr(svi.SVIPipeline, "__call__", call)
+    monkeypatch.setattr(SVIPipeline, "prepare_latents", prepare)
+    monkeypatch.setattr(SVIPipeline, "__call__", call)
     return recorded
 
 

@@ -14,6 +14,7 @@ from diffbox import __version__
 from diffbox.services import Services
 from diffbox.settings import Settings
 from diffbox.ui.api import register_api
+from diffbox.ui.chain import output_kind, taking_input
 from diffbox.ui.closed_routes import ClosedRoutes
 from diffbox.ui.config_api import register_config_api
 from diffbox.ui.config_tab import build_config_tab
@@ -126,6 +127,23 @@ def build_workflow_tabs(services: Services) -> dict:
     return built
 
 
+def send_output(button: gr.Button, main_output: gr.State, tab, tabs: gr.Tabs) -> None:
+    """History's "Send to <workflow>": the job's main output (a file under outputs/, which the upload
+    guard lets through for chaining) goes into the tab's input that takes it, and that tab opens."""
+    workflow = tab.workflow
+    inputs = {put.name: tab.parts[put.name] for put in workflow.inputs}
+
+    def send(path: str | None):
+        put = taking_input(workflow, output_kind(path)) if path else None
+        if put is None:
+            gr.Warning(f"{workflow.title} cannot start from that job's output.")
+            return {}
+        return {inputs[put.name]: path, tabs: gr.Tabs(selected=workflow.name)}
+
+    button.click(send, main_output, [*inputs.values(), tabs], api_name=f"ui_history_send_{workflow.name}",
+                 api_visibility="private", queue=True)
+
+
 def build_app(services: Services) -> gr.Blocks:
     with gr.Blocks(title="diffbox", delete_cache=upload_cleaning(services.settings)) as app:
         gr.Markdown(header(services), elem_id="diffbox-header")
@@ -135,7 +153,7 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Models", id="models"):
                 build_models_tab(services)
             with gr.Tab("History", id="history"):
-                use_settings, selected_job = build_history_tab(services)
+                history = build_history_tab(services)
             build_config_tab(services)
         register_api(services)
         register_hub_api(services)
@@ -155,7 +173,9 @@ def build_app(services: Services) -> gr.Blocks:
             return {**dict(zip(tab.fill_outputs, tab.from_record(record))), tabs: gr.Tabs(selected=record["workflow"])}
 
         refilled = list(dict.fromkeys(c for tab in workflow_tabs.values() for c in tab.fill_outputs))
-        use_settings.click(use_job_settings, selected_job, [*refilled, tabs], api_name="ui_use_settings",
-                           api_visibility="private", queue=False)
+        history.use_settings.click(use_job_settings, history.selected, [*refilled, tabs], api_name="ui_use_settings",
+                                   api_visibility="private", queue=False)
+        for name, button in history.send.items():
+            send_output(button, history.main_output, workflow_tabs[name], tabs)
     app.queue(default_concurrency_limit=1)
     return app

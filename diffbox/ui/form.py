@@ -21,7 +21,7 @@ def component_for(param: Param) -> gr.Component:
         return gr.Textbox(lines=1, **common)
     if param.kind == "bool":
         return gr.Checkbox(**common)
-    if param.kind == "choice":
+    if param.kind == "choice" or (param.kind == "int" and param.choices):
         return gr.Dropdown(choices=list(param.choices or ()), **common)
     if param.kind in ("int", "float") and param.nullable:
         # Gradio 6.31's Number turns an empty value into 0 as soon as it is drawn (its frontend sets

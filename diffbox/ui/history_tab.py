@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from diffbox.services import Services
+from diffbox.ui.chain import ACCEPTS, main_output, output_kind, takers
 
 COLUMNS = ["job", "workflow", "status", "created", "waited", "run time", "seed", "outputs", "error"]
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # Wide enough that a job id (22 characters) and "qwen_edit" never break mid-word in the table's monospace font.
 COLUMN_WIDTHS = ["235px", "105px", "95px", "170px", "75px", "80px", "110px", "75px", "260px"]
 
@@ -33,8 +33,24 @@ def history_rows(services: Services) -> list[list]:
     return rows
 
 
-def build_history_tab(services: Services):
-    """Returns the Use-these-settings button and the selected job record, for the workflow tabs."""
+@dataclass
+class HistoryTab:
+    """What the app wires to the workflow tabs: Use these settings, and a "Send to" button per workflow
+    that can start from a job's main output (diffbox.ui.chain says which), with that output's path."""
+    use_settings: gr.Button
+    selected: gr.State
+    send: dict            # workflow name -> its button
+    main_output: gr.State
+
+
+def send_buttons() -> dict:
+    """One button per workflow that takes an image or a video; each is shown only for outputs it takes."""
+    workflows = {w.name: w for kind in ACCEPTS for w in takers(kind)}
+    return {name: gr.Button(f"Send to {w.title}", size="sm", visible=False, elem_id=f"history-send-{name}")
+            for name, w in workflows.items()}
+
+
+def build_history_tab(services: Services) -> HistoryTab:
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120, elem_id="history-refresh")
         auto = gr.Checkbox(value=True, label="Refresh every 5 s", scale=0, min_width=200, elem_id="history-auto")
@@ -53,8 +69,11 @@ def build_history_tab(services: Services):
             use_settings = gr.Button("Use these settings", elem_id="history-use-settings", interactive=False)
             gr.Markdown("Refills the job's form. An SVI job also brings back its anchor image; image-to-video and "
                         "Qwen jobs do not keep their input pictures.", elem_id="history-use-settings-note")
+            with gr.Row():
+                send = send_buttons()
             details = gr.JSON(label="Job record", elem_id="history-details")
     selected = gr.State(None)
+    chosen_output = gr.State(None)
     timer = gr.Timer(5.0)
 
     def refresh_rows():
@@ -63,14 +82,17 @@ def build_history_tab(services: Services):
     def show(event: gr.SelectData):
         row = event.row_value if event.row_value else None
         record = services.history.get(row[0]) if row else None
+        outputs = [p for p in (record or {}).get("outputs") or [] if Path(p).is_file()]
+        main = main_output(outputs)
+        sendable = {w.name for w in takers(output_kind(main))} if main else set()
+        buttons = [gr.Button(visible=name in sendable) for name in send]
         if not record:
             return (gr.update(visible=False, value=None), gr.update(visible=False, value=None), None, None, None,
-                    gr.Button(interactive=False))
-        outputs = [p for p in record.get("outputs") or [] if Path(p).is_file()]
-        video = next((p for p in outputs if p.lower().endswith(VIDEO_SUFFIXES)), None)
-        images = [p for p in outputs if p.lower().endswith(IMAGE_SUFFIXES)]
+                    gr.Button(interactive=False), None, *buttons)
+        video = next((p for p in outputs if output_kind(p) == "video"), None)
+        images = [p for p in outputs if output_kind(p) == "image"]
         return (gr.update(visible=video is not None, value=video), gr.update(visible=bool(images), value=images),
-                outputs or None, record, record, gr.Button(interactive=bool(record.get("params"))))
+                outputs or None, record, record, gr.Button(interactive=bool(record.get("params"))), main, *buttons)
 
     def toggle_timer(on: bool):
         return gr.Timer(active=on)
@@ -79,6 +101,6 @@ def build_history_tab(services: Services):
     refresh.click(refresh_rows, None, table, api_name="ui_history_refresh", **private)
     timer.tick(refresh_rows, None, table, api_name="ui_history_tick", show_progress="hidden", **private)
     auto.change(toggle_timer, auto, timer, api_name="ui_history_auto", **private)
-    table.select(show, None, [preview, pictures, files, details, selected, use_settings], api_name="ui_history_show",
-                 **private)
-    return use_settings, selected
+    table.select(show, None, [preview, pictures, files, details, selected, use_settings, chosen_output,
+                              *send.values()], api_name="ui_history_show", **private)
+    return HistoryTab(use_settings, selected, send, chosen_output)

@@ -10,12 +10,15 @@ are `<prefix>-<part>` (prefix: the workflow's name unless the hooks say otherwis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, AsyncIterator, Callable
 
 import gradio as gr
 
 from diffbox.engine.runner import FinishedEvent, OutputEvent, ProgressEvent
 from diffbox.services import Services
+from diffbox.store import DONE
+from diffbox.ui.chain import finish_options, finish_steps, main_output, offers_finish, taking_input
 from diffbox.ui.form import (build_form, component_for, fill_components, fill_updates, settings_file_loader,
                              size_preset_picker, values_to_params)
 from diffbox.ui.image_checks import check_image_uploads
@@ -24,6 +27,7 @@ from diffbox.ui.jobs import (GPU_EVENT, failed, follow, job_status, not_started,
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
 from diffbox.ui.uploads import UploadGuard
+from diffbox.workflows.registry import WORKFLOWS
 from diffbox.workflows.workflow import Input, Output, Workflow
 
 CUSTOM_SIZE = "custom"
@@ -150,6 +154,13 @@ def draw_inputs(workflow: Workflow, prefix: str) -> list:
     return drawn
 
 
+def finish_picker(services: Services, prefix: str) -> gr.CheckboxGroup:
+    return gr.CheckboxGroup(list(finish_options(services.specs)), value=[], label="Finish with",
+                            info="Each chosen step runs after the job as a job of its own on the result (with its "
+                                 "tab's default settings); the last result shows here.",
+                            elem_id=part_id(prefix, "finish"))
+
+
 def build_workflow_tab(services: Services, workflow: Workflow, hooks: TabHooks | None = None) -> WorkflowTab:
     hooks = hooks or TabHooks()
     name, spec = workflow.name, services.specs[workflow.name]
@@ -165,7 +176,11 @@ def build_workflow_tab(services: Services, workflow: Workflow, hooks: TabHooks |
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
             presets_slot = gr.Column()  # the presets bar goes here, above the form, once the form exists
-            inputs = hooks.inputs(parts) if hooks.inputs else draw_inputs(workflow, prefix)
+            if hooks.inputs:
+                inputs = hooks.inputs(parts)
+            else:  # by name too, so History can send an output to them
+                inputs = draw_inputs(workflow, prefix)
+                parts.update(zip((put.name for put in workflow.inputs), inputs))
             custom = {"model": lambda param: model_picker(services, name, param, part_id(prefix, "model"))}
             if presets and "width" in spec:
                 custom["width"] = width_with_size_presets(spec, presets, f"{workflow.title}: trained sizes, or custom.",
@@ -175,6 +190,7 @@ def build_workflow_tab(services: Services, workflow: Workflow, hooks: TabHooks |
             fields = build_form(spec, custom={**custom, **(hooks.form(parts) if hooks.form else {})})
             if hooks.under_form:
                 hooks.under_form(parts)
+            finish = finish_picker(services, prefix) if offers_finish(workflow) else None
         with gr.Column(scale=1):
             if hooks.results:
                 hooks.results(parts)
@@ -207,29 +223,36 @@ def build_workflow_tab(services: Services, workflow: Workflow, hooks: TabHooks |
         params = values_to_params(tab.names, values)
         return hooks.to_params(params) if hooks.to_params else params
 
-    async def follow_job(start: Callable, progress=None) -> AsyncIterator[dict]:
-        """Updates for one job, as {component: value}: what is not named stays as it is on screen."""
+    async def follow_job(start: Callable, progress=None, seen: dict | None = None,
+                         hooked: bool = True) -> AsyncIterator[dict]:
+        """Updates for one job, as {component: value}: what is not named stays as it is on screen. `seen`
+        receives the job's id and its FinishedEvent; `hooked=False` (a finishing step) leaves the
+        workflow's own widgets alone."""
+        seen = {} if seen is None else seen
+        active = hooks if hooked else TabHooks()
         try:
             job = await submit_or_explain(start)
         except gr.Error as refusal:  # what is on screen stays; the status says why nothing started
             yield {status: not_started(refusal)}
             raise
+        seen["job"] = job.id
         notes: list[str] = []
         state: dict = {}
         yield {parts["preview"]: None, status: f"Job `{job.id}` waiting for the GPU…", running_job: job.id,
-               **(hooks.on_start(parts) if hooks.on_start else {})}
+               **(active.on_start(parts) if active.on_start else {})}
         async for event in follow(job, progress):
             if isinstance(event, OutputEvent) and event.kind == "preview":
                 yield {parts["preview"]: event.data}
             elif isinstance(event, OutputEvent) and event.kind == "note":
                 notes.append(event.data)
                 yield {status: job_status(job.id, "", notes)}
-            elif isinstance(event, OutputEvent) and hooks.on_output:
-                yield hooks.on_output(parts, event, state)
+            elif isinstance(event, OutputEvent) and active.on_output:
+                yield active.on_output(parts, event, state)
             elif isinstance(event, ProgressEvent) and (event.step is None or progress is None):
                 yield {status: job_status(job.id, event.text, notes)}
             elif isinstance(event, FinishedEvent):
-                note = hooks.finished_note(state) if hooks.finished_note else ""
+                seen["finished"] = event
+                note = active.finished_note(state) if active.finished_note else ""
                 shown = {status: job_status(job.id, status_line(event) + note, notes), running_job: None}
                 result = event.result
                 if result and result.outputs:  # a stopped or failed job may leave what it finished (SVI's clips)
@@ -240,12 +263,39 @@ def build_workflow_tab(services: Services, workflow: Workflow, hooks: TabHooks |
                 yield shown
                 raise_if_failed(event)
 
+    async def follow_chain(start: Callable, chosen: list[str] | None, progress=None) -> AsyncIterator[dict]:
+        """The job, then each "Finish with" step on the previous job's main output, each a job of its own
+        whose record names its source; a step runs only when the job before it finished with a result."""
+        steps: list = []
+
+        def checked_start():
+            steps[:] = finish_steps(chosen, services.specs)  # refused like any bad field, before anything queues
+            return start()
+
+        seen: dict = {}
+        async for update in follow_job(checked_start, progress, seen):
+            yield update
+        lead = ""
+        for label, step_name, step_params in steps:
+            finished = seen.get("finished")
+            source = main_output(finished.result.outputs) if finished.status == DONE and finished.result else None
+            if not source:
+                return
+            step, source_job = WORKFLOWS[step_name], seen["job"]
+            files = guard.inputs(step, {taking_input(step, "video").name: source})
+            lead += f"Job `{source_job}`: done. Then {label}:\n\n"
+            start_step = partial(services.submit, step_name, step_params, files, source_job=source_job)
+            async for update in follow_job(start_step, progress, seen, hooked=False):
+                yield {**update, **({status: lead + update[status]} if status in update else {})}
+
     async def run_job(*values, progress=gr.Progress()):
-        uploaded, form_values = values[:len(inputs)], values[len(inputs):]
+        uploaded, form_values = values[:len(inputs)], values[len(inputs):len(inputs) + len(fields)]
+        chosen = values[len(inputs) + len(fields)] if finish else None
         params = to_params(form_values)
         files = (hooks.uploads(list(uploaded), params) if hooks.uploads
                  else dict(zip((put.name for put in workflow.inputs), uploaded)))
-        async for update in follow_job(lambda: services.submit(name, params, guard.inputs(workflow, files)), progress):
+        async for update in follow_chain(lambda: services.submit(name, params, guard.inputs(workflow, files)), chosen,
+                                         progress):
             yield update
 
     tab.follow_job, tab.to_params = follow_job, to_params
@@ -257,7 +307,8 @@ def build_workflow_tab(services: Services, workflow: Workflow, hooks: TabHooks |
         return from_file(guard.file(path, "file"))
 
     generate.click(
-        run_job, [*inputs, *fields.values()], tab.job_outputs, api_name=f"ui_{name}", **PRIVATE, **GPU_EVENT,
+        run_job, [*inputs, *fields.values(), *([finish] if finish else [])], tab.job_outputs, api_name=f"ui_{name}",
+        **PRIVATE, **GPU_EVENT,
         # Progress and errors are drawn on the status line only: an error badge on the outputs would hide
         # the last result, which a refused or failed job must leave on screen.
         show_progress_on=[status],

@@ -29,8 +29,7 @@ MAX_OUTPUT_FPS = 240
 
 SPEC = ParamSpec("interpolate", (
     Param("factor", "int", 2, "Frames per original frame: 2 doubles the frame rate (16 → 32 fps), 4 quadruples it. "
-          "n frames become (n−1)·factor + 1; the duration stays the same.", label="Factor", minimum=2, maximum=4,
-          step=2, multiple_of=2),
+          "n frames become (n−1)·factor + 1; the duration stays the same.", label="Factor", choices=(2, 4)),
     Param("method", "choice", "minterpolate", "minterpolate: ffmpeg's motion-compensated interpolation, moving "
           "things are drawn in between (can warp on fast or complex motion). blend: ffmpeg's framerate filter, "
           "a cross-fade between neighbours (never warps, ghosts on fast motion; much faster).",

@@ -37,7 +37,7 @@ def _overlap_fits(values: dict) -> dict:
 
 
 SPEC = ParamSpec("upscale", (
-    Param("scale", "int", 2, "Upscale factor: 2 or 4.", minimum=2, maximum=4, step=2, multiple_of=2),
+    Param("scale", "int", 2, "Upscale factor: 2 or 4.", choices=(2, 4)),
     Param("model", "str", "", "Upscale model from the library (ESRGAN family: RealESRGAN, 4x-UltraSharp, …); "
           "empty = the first one found."),
     Param("tile", "int", 512, "Tile size in input pixels: memory grows with its square; 0 = the whole frame "
