@@ -75,15 +75,16 @@ def test_a_24_gb_pod_is_shown_its_plan_and_one_click_queues_exactly_it(fresh, mo
     text = plan_markdown(app)
     assert "Wan-AI/Wan2.2-I2V-A14B-Diffusers" in text and "without the weights of transformer, transformer_2" in text
     assert "HighNoise-Q8_0.gguf" in text and f"**{plan.total_bytes / GB:.1f} GB** of 150.0 GB free" in text
-    for title in ("Image → Video", "SVI 2.0 Pro", "Qwen Image Edit"):
+    for title in ("Image → Video", "SVI 2.0 Pro", "Qwen Image Edit", "Upscale", "Interpolate"):
         assert f"| {title} | yes |" in text
+    assert "RealESRGAN_x4plus.safetensors" in text  # the finishing workflows' one file (67 MB)
     assert "model_offload" in text and "Wan2.2-I2V-A14B · GGUF Q8_0" in text
 
     asked = []
     monkeypatch.setattr(fresh.downloads, "request", lambda source, model_id, file="", without=(): asked.append(
         (source, model_id, file, tuple(without))) or f"id{len(asked)}")
     reply = handler(app, "ui_first_run_download")()
-    assert "Queued 6 download(s)" in reply and "Wan2.2-I2V-A14B · GGUF Q8_0" in reply.replace("\\", "")
+    assert "Queued 7 download(s)" in reply and "Wan2.2-I2V-A14B · GGUF Q8_0" in reply.replace("\\", "")
     expected = [(r.source, r.model_id, r.file, r.without) for r in pod_setup.requests(plan)]
     assert asked == expected
     fetched = {(f.repo, f.path) for f in plan.files}

@@ -13,7 +13,7 @@ import pytest
 
 from diffbox.engine import published
 from diffbox.engine.memory import GiB
-from diffbox.engine.pod_plan import APP_RAM, GB, QUALITY, disk_budget, place, recommend, variant_files
+from diffbox.engine.pod_plan import APP_RAM, FINISHING, GB, QUALITY, disk_budget, place, recommend, variant_files
 
 PODS = list(itertools.product((24, 48, 80, 141), (32, 64, 128, 256), (100, 150, 300)))
 
@@ -27,12 +27,21 @@ def plans():
 def test_every_proposal_fits_all_three_budgets(plans, vram, ram, disk):
     plan = plans[(vram, ram, disk)]
     answer = plan.public()
-    assert set(answer) == {"files", "total_bytes", "workflows"} and set(answer["workflows"]) == {"i2v", "svi",
-                                                                                                  "qwen_edit"}
+    assert set(answer) == {"files", "total_bytes", "workflows"} and set(answer["workflows"]) == {
+        "i2v", "svi", "qwen_edit", "upscale", "interpolate"}
     assert answer["total_bytes"] == sum(f["bytes"] for f in answer["files"]) <= disk_budget(disk * GB) < disk * GB
     assert len({(f["id"], f["file"]) for f in answer["files"]}) == len(answer["files"])  # nothing twice
     for name, workflow in answer["workflows"].items():
         assert set(workflow) == {"fits", "placement", "weights", "vram_bytes", "ram_bytes", "why"}
+        if name in FINISHING:  # upscale: the 67 MB upscaler in tiles; interpolate: ffmpeg, no download
+            generates = any(answer["workflows"][w]["fits"] for w in ("i2v", "svi", "qwen_edit"))
+            assert workflow["fits"] == generates
+            if not generates:
+                continue
+            assert APP_RAM < workflow["ram_bytes"] <= ram * GiB
+            assert (published.UPSCALER.path in {f["file"] for f in answer["files"]}) == (name == "upscale") \
+                or name == "interpolate"
+            continue
         if workflow["fits"]:
             assert 0 < workflow["vram_bytes"] <= vram * GiB and APP_RAM < workflow["ram_bytes"] <= ram * GiB
             assert workflow["placement"] in ("gpu", "model_offload", "group_offload", "sequential_offload")
@@ -48,8 +57,8 @@ def test_every_proposal_fits_all_three_budgets(plans, vram, ram, disk):
 def test_the_big_pods_run_everything_in_16_bit_and_the_small_ones_say_why(plans):
     for vram, ram in ((80, 64), (141, 128), (48, 128)):
         workflows = plans[(vram, ram, 150)].workflows
-        assert all(w.fits and w.weights == "16-bit" for w in workflows.values()), (vram, ram)
-    assert {w.placement for w in plans[(141, 256, 300)].workflows.values()} == {"gpu"}
+        assert all(w.fits and w.weights == "16-bit" for n, w in workflows.items() if n not in FINISHING), (vram, ram)
+    assert {w.placement for n, w in plans[(141, 256, 300)].workflows.items() if n not in FINISHING} == {"gpu"}
     # 16-bit Wan (the two Comfy fp16 experts and the base) and Qwen do not fit a 100 GB volume together
     small_disk = plans[(141, 256, 100)]
     assert small_disk.total_bytes <= disk_budget(100 * GB) and all(w.fits for w in small_disk.workflows.values())

@@ -32,6 +32,11 @@ from diffbox.engine.memory import (GiB, ComponentEstimate, HostMemoryError, Memo
                                    choose_placement, format_bytes, placement_label)
 
 WORKFLOWS = ("i2v", "svi", "qwen_edit")
+# Finishing workflows need no planning of their own: Upscale's model is 67 MB and runs in tiles (under 1 GiB
+# of VRAM or RAM whatever the video), Interpolate is ffmpeg on the CPU. A plan adds them (unless `workflows`
+# leaves them out), the upscaler's file when the volume still holds it next to the rest.
+FINISHING = ("upscale", "interpolate")
+UPSCALE_MEMORY = GiB
 MODEL_OF = {"i2v": "wan", "svi": "wan", "qwen_edit": "qwen"}
 APP_RAM = 4 * GiB  # Python, torch, the CUDA context's host side, Gradio, a decoded video or two
 DISK_MARGIN = 5 * 10**9  # left free for outputs, the database and a partial download's temp file
@@ -150,11 +155,15 @@ def place(workflow: str, variant: str, vram_bytes: int, ram_bytes: int) -> Workf
                         why, variant, placement.weights, quality)
 
 
-def recommend(vram_gb: float, ram_gb: float, disk_gb: float, workflows: tuple[str, ...] = WORKFLOWS) -> PodPlan:
+def recommend(vram_gb: float, ram_gb: float, disk_gb: float,
+              workflows: tuple[str, ...] = WORKFLOWS + FINISHING) -> PodPlan:
     """The download set and per-workflow placements for a pod; see the module docstring."""
-    unknown = [w for w in workflows if w not in WORKFLOWS]
+    unknown = [w for w in workflows if w not in WORKFLOWS + FINISHING]
     if unknown:
-        raise ValueError(f"workflows: unknown {', '.join(unknown)}; expected some of {', '.join(WORKFLOWS)}")
+        raise ValueError(f"workflows: unknown {', '.join(unknown)}; expected some of "
+                         f"{', '.join(WORKFLOWS + FINISHING)}")
+    finishing = [w for w in workflows if w in FINISHING]
+    workflows = tuple(w for w in workflows if w in WORKFLOWS)
     vram, ram, disk = (int(_size(name, value) * unit) for name, value, unit in (
         ("vram_gb", vram_gb, GiB), ("ram_gb", ram_gb, GiB), ("disk_gb", disk_gb, GB)))
     budget = disk_budget(disk)
@@ -179,7 +188,32 @@ def recommend(vram_gb: float, ram_gb: float, disk_gb: float, workflows: tuple[st
             best, best_key = (chosen, runs, files), key
     chosen, runs, files = best if best else ({}, [], ())
     plans = {w: chosen[w] if w in runs else _why_not(w, vram, ram, disk, budget, chosen, runs) for w in workflows}
-    return PodPlan(files, plans, vram, ram, disk)
+    files, finished = _finishing(finishing, files, budget, vram, ram, bool(runs))
+    return PodPlan(files, {**plans, **finished}, vram, ram, disk)
+
+
+def _finishing(wanted: list[str], files: tuple, budget: int, vram: int, ram: int, generates: bool):
+    """The finishing workflows' plans, and the files with the upscaler's added when it is wanted and fits.
+    They finish what the pod generates: a pod that runs no generation workflow gets no plan for them."""
+    plans = {}
+    if not generates:
+        why = "Nothing to finish: no generation workflow fits this pod (see their reasons)"
+        return files, {w: WorkflowPlan(False, "", "", 0, 0, why) for w in wanted}
+    if "upscale" in wanted:
+        room = budget - sum(f.bytes for f in files) >= published.UPSCALER.bytes
+        fits = room and ram >= APP_RAM + UPSCALE_MEMORY
+        files = files + ((published.UPSCALER,) if fits else ())
+        why = (f"RealESRGAN x4 ({format_bytes(published.UPSCALER.bytes)}) in 512-pixel tiles: under "
+               f"{format_bytes(UPSCALE_MEMORY)} whatever the picture or video" if fits else
+               "Not enough disk left for the upscaler next to the rest of the plan" if not room else
+               "Not enough RAM left next to the app itself")
+        plans["upscale"] = WorkflowPlan(fits, ("gpu" if vram else "cpu") if fits else "", "float32 file",
+                                        UPSCALE_MEMORY if vram else 0, APP_RAM + UPSCALE_MEMORY, why)
+    if "interpolate" in wanted:
+        plans["interpolate"] = WorkflowPlan(True, "cpu", "no model", 0, APP_RAM + UPSCALE_MEMORY,
+                                            "ffmpeg's minterpolate on the CPU, the frames in RAM: nothing to "
+                                            "download")
+    return files, plans
 
 
 def _size(name: str, value) -> float:

@@ -80,6 +80,12 @@ WAN_EXPERTS = {
                                   ("Q4_K_M", 9_700_000_000, False))},  # ≈9.65 GB
 }
 
+# -- Finishing ------------------------------------------------------------------------------------------------
+
+UPSCALER_REPO = "Comfy-Org/Real-ESRGAN_repackaged"
+# RRDBNet(64 features, 23 blocks) in float32: 16.7 M parameters. Any pod holds it; tiles keep its VRAM small.
+UPSCALER = PublishedFile(UPSCALER_REPO, "RealESRGAN_x4plus.safetensors", 66_857_836, exact=False)
+
 SVI_LORAS = _files(SVI, {
     "version-2.0/SVI_Wan2.2-I2V-A14B_high_noise_lora_v2.0_pro.safetensors": LORA_RANK_128_BF16 + HEADER,
     "version-2.0/SVI_Wan2.2-I2V-A14B_low_noise_lora_v2.0_pro.safetensors": LORA_RANK_128_BF16 + HEADER,

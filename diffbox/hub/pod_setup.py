@@ -65,6 +65,8 @@ def variants(plan: pod_plan.PodPlan) -> list[PlannedVariant]:
     """The variants a plan sets up: each model whose components come from single files of other repos."""
     found, seen = [], set()
     for workflow, placed in plan.workflows.items():
+        if workflow not in pod_plan.MODEL_OF:  # a finishing workflow: its file (if any) is a plain download
+            continue
         model = pod_plan.MODEL_OF[workflow]
         if not placed.fits or (model, placed.variant) in seen:
             continue

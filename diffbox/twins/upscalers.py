@@ -23,7 +23,7 @@ from diffbox.twins.registry import Original, Twin
 
 NUM_FEAT, NUM_BLOCK, GROW = 8, 1, 32
 NOISE = 0.01
-UPSCALER_REPO = "Comfy-Org/Real-ESRGAN_repackaged"
+from diffbox.engine.published import UPSCALER_REPO  # noqa: E402
 
 
 def _conv(out_ch: int, in_ch: int, passthrough: dict[int, int] | None = None) -> dict[str, torch.Tensor]:
