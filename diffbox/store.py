@@ -114,6 +114,34 @@ CREATE INDEX IF NOT EXISTS jobs_by_time ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_workflow ON jobs (workflow, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 """
+# job_search: one full-text entry per job (same rowid), written in the job row's own transaction. FTS5 is
+# compiled into the SQLite that CPython's builds and Debian/Ubuntu ship. Created apart from _SCHEMA so that
+# a SQLite without it (or a read-only disk) turns search off with a logged reason instead of looking like a
+# corrupt database to _connect, which would move the history aside.
+SEARCH_COLUMNS = ("workflow", "status", "model", "lora", "seed", "prompt", "negative", "error")
+_SEARCH_SCHEMA = (f"CREATE VIRTUAL TABLE IF NOT EXISTS job_search USING fts5 ({', '.join(SEARCH_COLUMNS)}, "
+                  "tokenize = 'unicode61 remove_diacritics 2')")
+
+
+def search_fields(record: dict) -> tuple[str, ...]:
+    """A record's text for each of SEARCH_COLUMNS. LoRAs come from `loras` ({"name"} rows or bare names)
+    and from any other `*lora*` parameter (SVI's named ones); the seed from params or the metadata."""
+    params = record.get("params") if isinstance(record.get("params"), dict) else {}
+    metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    loras = []
+    for key, value in params.items():
+        if "lora" not in key:
+            continue
+        for entry in value if isinstance(value, list) else [value]:
+            name = entry.get("name") if isinstance(entry, dict) else entry
+            if isinstance(name, str) and name:
+                loras.append(name)
+    seeds = {str(s) for s in (params.get("seed"), metadata.get("seed")) if s not in (None, "", -1)}
+    return tuple(str(x or "") for x in (
+        record.get("workflow"), record.get("status"), params.get("model") or metadata.get("model"),
+        " ".join(loras), " ".join(sorted(seeds)), params.get("prompt"), params.get("negative_prompt"),
+        record.get("error")))
+
 
 _SQLITE_REASONS = {
     "SQLITE_FULL": "the disk is full",
@@ -218,6 +246,8 @@ class JobHistory:
         self._closed = threading.Event()
         self._retrier: threading.Thread | None = None
         self._db = _connect(self.path)
+        self._search_broken: str | None = None  # why search cannot answer, when its index could not be made
+        self._build_search_index()
         self._import_tinydb(path.with_suffix(".json"))
 
     # -- writing -----------------------------------------------------------------------------------
@@ -275,8 +305,12 @@ class JobHistory:
                  json.dumps(r, ensure_ascii=True, separators=(",", ":"), default=str)) for r in records]
         self._db.execute("BEGIN")  # one transaction: all rows or none, one sync for all of them
         try:
-            self._db.executemany("INSERT OR REPLACE INTO jobs (id, created_at, workflow, status, record) "
-                                 "VALUES (?, ?, ?, ?, ?)", rows)
+            # An upsert, not INSERT OR REPLACE: the row keeps its rowid, which is its search entry's rowid.
+            self._db.executemany("INSERT INTO jobs (id, created_at, workflow, status, record) VALUES (?, ?, ?, ?, ?) "
+                                 "ON CONFLICT (id) DO UPDATE SET created_at = excluded.created_at, "
+                                 "workflow = excluded.workflow, status = excluded.status, record = excluded.record",
+                                 rows)
+            self._index(records)
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
@@ -330,6 +364,79 @@ class JobHistory:
                                     [*args, max(0, int(limit))]).fetchall()
             records = [json.loads(text) for (text,) in rows]
             return [{**r, **self._unsaved.get(r["id"], {})} for r in records]
+
+    def search(self, query: str, limit: int = 200) -> list[dict]:
+        """Jobs matching `query`, newest first; an empty query lists them all (`list`).
+
+        SQLite FTS5 query syntax over the words of each job's workflow, status, model, LoRA names, seed,
+        prompt, negative prompt and error: words must all appear (any order, any case), `fox*` matches a
+        prefix, `"wan2.1-i2v"` quotes words with punctuation, `OR`/`NOT` combine, and a column narrows
+        it (`seed:42`, `lora:fox`, `model:wan`). A query FTS5 cannot parse raises ValueError naming `query`.
+        """
+        if not str(query or "").strip():
+            return self.list(limit=limit)
+        if self._search_broken:
+            raise ValueError(f"query: search is unavailable, its index could not be built ({self._search_broken}); "
+                             f"the history itself is intact and the next start tries again")
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT jobs.record FROM job_search JOIN jobs ON jobs.rowid = job_search.rowid "
+                    "WHERE job_search MATCH ? ORDER BY jobs.created_at DESC LIMIT ?",
+                    (str(query), max(0, int(limit)))).fetchall()
+            except sqlite3.OperationalError as exc:
+                fields = ", ".join(SEARCH_COLUMNS)
+                raise ValueError(f"query: {str(query)[:80]!r} is not a search this box understands ({exc}); put "
+                                 f'words with punctuation in "double quotes"; fields: {fields}') from None
+            records = [json.loads(text) for (text,) in rows]
+            return [{**r, **self._unsaved.get(r["id"], {})} for r in records]
+
+    def _index(self, records: list[dict]) -> None:
+        """Brings the search entries of `records` in step with their rows, inside the caller's transaction."""
+        if self._search_broken:
+            return  # no index to keep in step; the next start builds it from every row
+        for record in records:
+            (rowid,) = self._db.execute("SELECT rowid FROM jobs WHERE id = ?", (record["id"],)).fetchone()
+            self._db.execute("DELETE FROM job_search WHERE rowid = ?", (rowid,))
+            self._db.execute(f"INSERT INTO job_search (rowid, {', '.join(SEARCH_COLUMNS)}) "
+                             f"VALUES (?, {', '.join('?' * len(SEARCH_COLUMNS))})",
+                             (rowid, *search_fields(record)))
+
+    def _build_search_index(self) -> None:
+        """A database from before search (or one an older version wrote to since) gets its index built from
+        every row, in one transaction: a failure leaves the rows as they were and the next start tries again.
+        Until then the history works without search (a read-only or full disk must not stop the app)."""
+        with self._lock:
+            try:
+                self._index_every_row()
+            except sqlite3.Error as exc:
+                self._search_broken = describe_storage_error(exc, self.path.parent)
+                log.warning("the history's search index could not be built (%s); search is off until a "
+                            "restart", self._search_broken)
+
+    def _index_every_row(self) -> None:
+        with self._lock:
+            self._db.execute(_SEARCH_SCHEMA)
+            # In step when every row has an entry under its rowid and there are no others.
+            jobs, indexed, paired = self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM job_search), "
+                "(SELECT COUNT(*) FROM jobs JOIN job_search ON job_search.rowid = jobs.rowid)").fetchone()
+            if jobs == indexed == paired:
+                return
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM job_search")
+                columns = ", ".join(SEARCH_COLUMNS)
+                marks = ", ".join("?" * len(SEARCH_COLUMNS))
+                self._db.executemany(f"INSERT INTO job_search (rowid, {columns}) VALUES (?, {marks})",
+                                     ((rowid, *search_fields(json.loads(text)))
+                                      for rowid, text in self._db.execute("SELECT rowid, record FROM jobs")))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            log.info("built the history's search index over %d job record(s)", jobs)
 
     def count(self) -> int:
         with self._lock:

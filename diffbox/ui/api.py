@@ -85,20 +85,35 @@ def register_api(services: Services) -> None:
 
     def history(limit: int = 50) -> list[dict]:
         """The newest job records, newest first (at most 1000)."""
+        return services.history.list(limit=record_limit(limit))
+
+    def history_search(query: str = "", limit: int = 50) -> list[dict]:
+        """Job records matching `query` (words of the prompt, negative prompt, LoRA names, model, seed, status,
+        workflow; SQLite FTS5 syntax: `fox*`, `"wan2.1-i2v"`, `seed:42`, `OR`), newest first (at most 1000)."""
+        count = record_limit(limit)
         try:
-            count = int(limit)
-        except (TypeError, ValueError, OverflowError):
-            raise gr.Error(f"limit: must be a whole number of records, got {str(limit)[:40]!r}",
-                           title="Invalid input", print_exception=False) from None
-        return services.history.list(limit=max(1, min(count, 1000)))
+            return services.history.search(str(query or ""), limit=count)
+        except ValueError as exc:
+            raise gr.Error(str(exc), title="Invalid input", print_exception=False) from None
 
     def specs() -> dict:
         """Every workflow's parameters: type, default, range, choices, tier and help."""
         return {name: [describe(p) for p in spec.params] for name, spec in services.specs.items()}
 
     gr.api(history, api_name="history", **LIGHT)
+    gr.api(history_search, api_name="history_search", **LIGHT)
     gr.api(specs, api_name="specs", **LIGHT)
     register_plan_api(services)
+
+
+def record_limit(limit) -> int:
+    """`limit` of /history and /history_search as a count from 1 to 1000; else a sentence naming it."""
+    try:
+        count = int(limit)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"limit: must be a whole number of records, got {str(limit)[:40]!r}",
+                       title="Invalid input", print_exception=False) from None
+    return max(1, min(count, 1000))
 
 
 def describe(param) -> dict:

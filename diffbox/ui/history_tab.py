@@ -1,4 +1,4 @@
-"""The History tab: every job with its state, parameters and outputs."""
+"""The History tab: every job with its state, parameters and outputs, and a search over them."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ COLUMNS = ["job", "workflow", "status", "created", "waited", "run time", "seed",
 COLUMN_WIDTHS = ["235px", "105px", "95px", "170px", "75px", "80px", "110px", "75px", "260px"]
 
 
-def history_rows(services: Services) -> list[list]:
+def history_rows(services: Services, query: str = "") -> list[list]:
+    """The table's rows: the newest 200 jobs, or those matching `query` (JobHistory.search; ValueError when
+    it cannot be parsed)."""
     rows = []
-    for job in services.history.list(limit=200):
+    for job in services.history.search(query or "", limit=200):
         timings = job.get("timings") or {}
         run_s, wait_s = timings.get("run_s"), timings.get("wait_s")
         rows.append([
@@ -52,6 +54,10 @@ def send_buttons() -> dict:
 
 def build_history_tab(services: Services) -> HistoryTab:
     with gr.Row():
+        query = gr.Textbox(label="Search", placeholder='fox snow · lora:fox · seed:42 · "wan2.2-i2v" · fox OR cat',
+                           info="Words of the prompt, negative prompt, LoRA names, model, seed, status or workflow; "
+                                "Enter searches, an empty box lists every job.",
+                           scale=1, elem_id="history-search")
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120, elem_id="history-refresh")
         auto = gr.Checkbox(value=True, label="Refresh every 5 s", scale=0, min_width=200, elem_id="history-auto")
     # A callable value is re-read on every page load (a plain list would show the rows of app start until
@@ -76,8 +82,19 @@ def build_history_tab(services: Services) -> HistoryTab:
     chosen_output = gr.State(None)
     timer = gr.Timer(5.0)
 
-    def refresh_rows():
-        return history_rows(services)
+    def search_rows(text: str):
+        try:
+            return history_rows(services, text)
+        except ValueError as exc:
+            # A warning, not gr.Error: an error would lay its badge over the table and hide the last results.
+            gr.Warning(str(exc), title="Invalid input")
+            return gr.skip()
+
+    def tick_rows(text: str):
+        try:
+            return history_rows(services, text)
+        except ValueError:
+            return gr.skip()  # the search box already said why when it was submitted
 
     def show(event: gr.SelectData):
         row = event.row_value if event.row_value else None
@@ -98,8 +115,12 @@ def build_history_tab(services: Services) -> HistoryTab:
         return gr.Timer(active=on)
 
     private = {"api_visibility": "private", "queue": False}
-    refresh.click(refresh_rows, None, table, api_name="ui_history_refresh", **private)
-    timer.tick(refresh_rows, None, table, api_name="ui_history_tick", show_progress="hidden", **private)
+    # Queued, so a refused query's toast reaches the page (Gradio drops it from unqueued events); no limit,
+    # so a search never waits behind another.
+    searched = {"api_visibility": "private", "queue": True, "concurrency_limit": None}
+    query.submit(search_rows, query, table, api_name="ui_history_search", **searched)
+    refresh.click(search_rows, query, table, api_name="ui_history_refresh", **searched)
+    timer.tick(tick_rows, query, table, api_name="ui_history_tick", show_progress="hidden", **private)
     auto.change(toggle_timer, auto, timer, api_name="ui_history_auto", **private)
     table.select(show, None, [preview, pictures, files, details, selected, use_settings, chosen_output,
                               *send.values()], api_name="ui_history_show", **private)
