@@ -418,69 +418,6 @@ def test_a_refused_request_prints_one_line_not_a_traceback(app, client, image, t
     assert "Traceback" not in printed and printed.count("request refused") == 3, printed
 
 
-def test_cancel_falls_back_to_gradios_route_when_its_internals_are_gone():
-    """event_cancel reaches into Gradio 6.31's queue; this Gradio still has every piece, and an app
-    without them gets Gradio's own route, the body untouched."""
-    import asyncio
-
-    import gradio as gr
-    from gradio.routes import App
-
-    from diffbox.ui.event_cancel import EventCancel, internals_present
-
-    with gr.Blocks() as blocks:
-        gr.Textbox()
-    blocks.queue()
-    assert internals_present(App.create_app(blocks))
-
-    passed_on = []
-
-    async def gradio_route(scope, receive, send):
-        passed_on.append((await receive())["body"])
-
-    body = b'{"event_id": "abc", "session_hash": "s", "fn_index": 0}'
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive():
-        return messages.pop(0)
-
-    scope = {"type": "http", "method": "POST", "path": "/gradio_api/cancel", "app": object()}
-    asyncio.run(EventCancel(gradio_route)(scope, receive, None))
-    assert passed_on == [body]
-
-    class ChangedQueue:  # every name is there, but the events table is no longer a dict
-        event_ids_to_events = pending_messages_per_session = pending_event_ids_session = None
-
-        async def remove_from_queue(self, event_id):
-            pass
-
-    class ChangedApp:
-        iterators, lock, iterators_to_reset = {}, None, set()
-
-        def get_blocks(self):
-            return type("Blocks", (), {"_queue": ChangedQueue()})()
-
-    messages.append({"type": "http.request", "body": body, "more_body": False})
-    asyncio.run(EventCancel(gradio_route)({**scope, "app": ChangedApp()}, receive, None))
-    assert passed_on == [body, body]
-
-
-def test_a_refused_request_prints_one_line_not_a_traceback(app, client, image, tmp_path):
-    """The terminal is where the generated password was printed once: refusals must not scroll it away."""
-    idle(app)
-    printed_before = len(app["output"].read_text())
-    bad_config = tmp_path / "bad.json"
-    bad_config.write_text('{"version": 1, "colour": "red"}')
-    for args, api_name in [(({"width": 33}, handle_file(image), None), "/i2v"),
-                           ((handle_file(str(bad_config)),), "/config_import"),
-                           (("ftp", "x", ""), "/download")]:
-        with pytest.raises(AppError):
-            client.predict(*args, api_name=api_name)
-    time.sleep(0.5)
-    printed = app["output"].read_text()[printed_before:]
-    assert "Traceback" not in printed and printed.count("request refused") == 3, printed
-
-
 def test_on_all_interfaces_the_start_line_and_the_login_page_say_where_and_who(tmp_path, demo_models):
     home = make_demo_home(tmp_path, demo_models)
     process, url, output = start_app(home, "--host", "0.0.0.0", env=app_env(RUNPOD_POD_ID="pod7xyz"))
