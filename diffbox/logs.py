@@ -88,5 +88,5 @@ def setup_logging(log_file: Path | None, level: int = logging.INFO, secrets: Ite
         root.addHandler(handler)
     root.setLevel(level)
     # Libraries that chat at INFO on every request would drown the job log.
-    for noisy in ("httpx", "httpcore", "urllib3", "uvicorn.access", "gradio_client"):
+    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "uvicorn.access", "gradio_client"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -88,7 +88,8 @@ class Services:
         services.specs = apply_user_defaults(services.specs, settings.db_dir)
         services.presets = PresetStore.open(settings.db_dir, services.specs)
         from diffbox.hub.hub import ModelHub  # imports huggingface_hub, which reads HF_HOME: after prepare_home
-        services.hub = ModelHub.start(settings)  # scans models/ (demo models included), resumes downloads
+        # Scans models/ (demo models included), resumes downloads, refreshes the model catalog when it is due.
+        services.hub = ModelHub.start(settings, catalog_hours=settings.catalog_hours)
         return services
 
     @property

@@ -23,6 +23,7 @@ RUNPOD_VOLUME = Path("/workspace")
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 100.0  # far above any start image or mask; a config file is capped much lower
 DEFAULT_UPLOAD_TTL_HOURS = 24.0
+DEFAULT_CATALOG_HOURS = 24.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -44,6 +45,7 @@ class Settings:
     no_auth: bool = False
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     upload_ttl_hours: float = DEFAULT_UPLOAD_TTL_HOURS
+    catalog_hours: float = 0.0  # built in code (tests, scripts): no background walk; the command line: 24
     allowed_origins: tuple[str, ...] = ()  # scheme://host:port, besides the app's own address
 
     @property
@@ -107,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(env DIFFBOX_MAX_UPLOAD_MB; default {DEFAULT_MAX_UPLOAD_MB:g})")
     parser.add_argument("--upload-ttl-hours", metavar="HOURS", help="uploads and Gradio's copies of outputs are "
                         f"deleted after this long (env DIFFBOX_UPLOAD_TTL_HOURS; default {DEFAULT_UPLOAD_TTL_HOURS:g})")
+    parser.add_argument("--catalog-hours", metavar="HOURS", help="refresh the local model catalog at start when it is "
+                        "older than this, then as often; 0: only when asked (env DIFFBOX_CATALOG_HOURS; default "
+                        f"{DEFAULT_CATALOG_HOURS:g})")
     parser.add_argument("--home", metavar="DIR", help="where models, outputs, db and cache live (env DIFFBOX_HOME)")
     parser.add_argument("--config", metavar="FILE", help="import a diffbox config at start (env DIFFBOX_CONFIG)")
     parser.add_argument("--demo", action="store_true", default=None,
@@ -159,6 +164,13 @@ def parse_positive(value: str | None, source: str, default: float) -> float:
     if not 0 < number < float("inf"):
         raise SettingsError(f"{source} must be more than 0, got {value!r}")
     return number
+
+
+def parse_hours(value: str | None, source: str, default: float) -> float:
+    """A number of hours where 0 means never."""
+    if value is not None and str(value).strip() in ("0", "0.0"):
+        return 0.0
+    return parse_positive(value, source, default)
 
 
 def parse_origin(text: str) -> tuple[str, str, int] | None:
@@ -246,6 +258,10 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         upload_ttl_hours=parse_positive(args.upload_ttl_hours if args.upload_ttl_hours is not None
                                         else env.get("DIFFBOX_UPLOAD_TTL_HOURS"), ttl_source,
                                         DEFAULT_UPLOAD_TTL_HOURS),
+        catalog_hours=parse_hours(args.catalog_hours if args.catalog_hours is not None
+                                  else env.get("DIFFBOX_CATALOG_HOURS"),
+                                  "--catalog-hours" if args.catalog_hours is not None else "DIFFBOX_CATALOG_HOURS",
+                                  DEFAULT_CATALOG_HOURS),
         allowed_origins=parse_origins(env.get("DIFFBOX_ALLOWED_ORIGINS"), "DIFFBOX_ALLOWED_ORIGINS"),
     )
 

@@ -1,6 +1,11 @@
+import os
 from contextlib import contextmanager
 
 import pytest
+
+# Apps and hubs the tests start walk no hub for the model catalog on their own (there is none to reach, or a
+# fake that a background walk would race); tests/test_catalog.py and the catalog's browser test ask for it.
+os.environ.setdefault("DIFFBOX_CATALOG_HOURS", "0")
 
 
 @pytest.fixture

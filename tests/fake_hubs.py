@@ -22,9 +22,48 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 PIECE = 64 * 1024
+CUT = 0  # a Reply with this status cuts the connection instead of answering
+
+
+class RateLimit:
+    """A fixed window of `quota` requests per `window` seconds, as the Hub advertises it (RateLimit headers);
+    a request over it is answered 429 and counted."""
+
+    def __init__(self, quota: int, window: float):
+        self.quota, self.window = quota, window
+        self.started, self.used, self.refused = time.monotonic(), 0, 0
+        self.lock = threading.Lock()
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        with self.lock:
+            now = time.monotonic()
+            if now - self.started >= self.window:
+                self.started, self.used = now, 0
+            reset = max(0, int(self.window - (now - self.started) + 0.999))
+            allowed = self.used < self.quota
+            self.used += allowed
+            self.refused += not allowed
+            headers = {"RateLimit": f'"api";r={max(0, self.quota - self.used)};t={reset}',
+                       "RateLimit-Policy": f'"fixed window";"api";q={self.quota};w={self.window:g}'}
+            if not allowed:
+                headers["Retry-After"] = f"{self.window - (now - self.started):.3f}"
+            return allowed, headers
+
+
+class Faults:
+    """What a listing does to its pages: `pages[n]` is a list of faults consumed one per request of page n
+    (0-based): "cut" drops the connection, "garbage" answers a body that is not JSON (HF: with its Link),
+    "broken" (Civitai) answers the page with some of its items mangled, an int answers that status."""
+
+    def __init__(self):
+        self.pages: dict[int, list] = {}
+
+    def next(self, page: int):
+        queue = self.pages.get(page)
+        return queue.pop(0) if queue else None
 
 
 @dataclass
@@ -129,6 +168,10 @@ class FakeServer:
         else:
             reply = json_reply({"error": "not found"}, 404)
         request.status = reply.status
+        if reply.status == CUT:  # the connection drops before any answer (a proxy restart, a cable)
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         handler.send_response(reply.status)
         body_length = reply.length if reply.length is not None else (
             (reply.body.stat().st_size if isinstance(reply.body, Path) else len(reply.body)) - reply.start)
@@ -250,6 +293,8 @@ class FakeCivitai(FakeServer):
         self.token = token
         self.models: list[dict] = []
         self.protected: set[int] = set()  # version ids that need the token
+        self.rate_limit: RateLimit | None = None
+        self.faults = Faults()
         self._sigs = itertools.count(1)
         self.route("GET", r"/api/v1/models")(self._search)
         self.route("GET", r"/api/v1/models/(?P<id>\d+)")(self._model)
@@ -297,7 +342,27 @@ class FakeCivitai(FakeServer):
             return [FakeCivitai._public(v) for v in data]
         return data
 
+    def add_listing(self, count: int, start_id: int = 100000, *, base_model: str = "Wan Video 2.2 I2V-A14B",
+                    words: tuple[str, ...] = ("orbit", "dolly", "glow", "anime", "rain", "neon", "portrait", "fog")):
+        """`count` catalog-only models (no files to download), each with a unique word in its description."""
+        for n in range(count):
+            model_id = start_id + n
+            self.models.append({
+                "id": model_id, "name": f"Civitai {words[n % len(words)]} {model_id}", "type": "LORA", "nsfw": False,
+                "tags": ["video", words[(n + 3) % len(words)]], "creator": {"username": f"maker{n % 50}"},
+                "description": f"<p>A <b>LoRA</b> numbered civ{model_id}x for {words[n % len(words)]} shots.</p>",
+                "stats": {"downloadCount": n, "thumbsUpCount": n % 17},
+                "modelVersions": [{"id": model_id * 10, "name": "v1", "baseModel": base_model,
+                                   "baseModelType": "Standard", "publishedAt": "2026-03-04T05:06:07.000Z",
+                                   "trainedWords": [f"trig{model_id}"], "files": [], "images": [],
+                                   "downloadUrl": f"https://civitai.com/api/download/models/{model_id * 10}"}]})
+
     def _search(self, request: Request) -> Reply:
+        limited = None
+        if self.rate_limit is not None:
+            allowed, limited = self.rate_limit.take()
+            if not allowed:
+                return json_reply({"error": "Too Many Requests"}, 429, {"Retry-After": limited["Retry-After"]})
         if request.arg("page") and request.arg("query"):
             return json_reply({"error": "Cannot use page param with query search. Use cursor-based pagination."}, 400)
         query = (request.arg("query") or "").lower()
@@ -306,9 +371,19 @@ class FakeCivitai(FakeServer):
         found = [m for m in self.models if query in m["name"].lower() and (not types or m["type"] in types)
                  and (not bases or m["modelVersions"][0]["baseModel"] in bases) and (nsfw or not m["nsfw"])]
         start, limit = int(request.arg("cursor") or 0), int(request.arg("limit") or 100)
-        page = found[start:start + limit]
+        page = self._public(found[start:start + limit])
         metadata = {"nextCursor": str(start + limit)} if start + limit < len(found) else {}
-        return json_reply({"items": self._public(page), "metadata": metadata})
+        fault = self.faults.next(start // limit)
+        if fault == "cut":
+            return Reply(CUT)
+        if isinstance(fault, int):
+            return json_reply({"error": "fault"}, fault)
+        if fault == "garbage":
+            return Reply(200, {"Content-Type": "application/json"}, b'{"items": [{"id": 1, "na')
+        if fault == "broken":  # an item that is no model, one with a text id, one without versions
+            page = [42, {"id": "abc", "name": "x", "modelVersions": [{"id": 1}]}, {"id": 7, "modelVersions": []},
+                    *page[3:]]
+        return json_reply({"items": page, "metadata": metadata})
 
     def _find_version(self, version_id: int):
         for model in self.models:
@@ -365,6 +440,8 @@ class FakeHF(FakeServer):
         super().__init__("127.0.0.1")
         self.repos: dict[str, dict] = {}
         self.behaviour: dict[str, Behaviour] = {}
+        self.rate_limit: RateLimit | None = None
+        self.faults = Faults()
         self.route("GET", r"/api/models")(self._list)
         self.route("GET", r"/api/models/(?P<repo>[^/]+/[^/]+?)(?:/revision/(?P<rev>[^/]+))?")(self._info)
         self.route("GET,HEAD", r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)")(self._resolve)
@@ -386,14 +463,48 @@ class FakeHF(FakeServer):
         self.repos[repo_id] = repo
         return repo
 
+    def add_listing(self, count: int, owner: str = "creator", *, base_repo: str = "Wan-AI/Wan2.2-I2V-A14B",
+                    words: tuple[str, ...] = ("orbit", "dolly", "glow", "anime", "rain", "neon", "portrait", "fog")):
+        """`count` listing-only LoRA repos in `base_repo`'s model tree, each with a unique trigger word."""
+        for n in range(count):
+            repo_id = f"{owner}/wan-{words[n % len(words)]}-lora-{n}"
+            self.repos[repo_id] = {
+                "id": repo_id, "author": owner, "sha": hashlib.sha1(repo_id.encode()).hexdigest(), "downloads": n,
+                "likes": n % 13, "tags": ["lora", "diffusers", f"base_model:{base_repo}",
+                                          f"base_model:adapter:{base_repo}", words[(n + 5) % len(words)]],
+                "library_name": "diffusers", "pipeline_tag": "image-to-video", "private": False,
+                "lastModified": "2026-02-03T04:05:06.000Z", "createdAt": f"2026-01-01T00:00:{n % 60:02d}.000Z",
+                "cardData": {"instance_prompt": f"hft{n}k", "widget": [{"text": f"a {words[n % len(words)]} shot"}]},
+                "siblings": [], "_files": {}}
+
     def _list(self, request: Request) -> Reply:
+        headers = {}
+        if self.rate_limit is not None:
+            allowed, headers = self.rate_limit.take()
+            if not allowed:
+                return json_reply({"error": "rate limited"}, 429, headers)
         search = (request.arg("search") or "").lower()
         filters = request.query.get("filter", [])
         found = [r for r in self.repos.values() if search in r["id"].lower() and all(f in r["tags"] for f in filters)]
         sort = request.arg("sort") or "downloads"
         found.sort(key=lambda r: r.get(sort) or 0, reverse=True)
-        found = found[: int(request.arg("limit") or 1000)]
-        return json_reply([{k: v for k, v in r.items() if k not in ("siblings", "_files")} for r in found])
+        # Pages of `limit` models (at most 1000), the next one named by an opaque cursor in the Link header,
+        # as the Hub pages /api/models.
+        limit = min(int(request.arg("limit") or 1000), 1000)
+        start = int(bytes.fromhex(request.arg("cursor")).decode()) if request.arg("cursor") else 0
+        page = [{k: v for k, v in r.items() if k not in ("siblings", "_files")} for r in found[start:start + limit]]
+        if start + limit < len(found):
+            query = [(k, v) for k, values in request.query.items() if k != "cursor" for v in values]
+            query.append(("cursor", str(start + limit).encode().hex()))
+            headers["Link"] = f'<{self.url}/api/models?{urlencode(query)}>; rel="next"'
+        fault = self.faults.next(start // limit)
+        if fault == "cut":
+            return Reply(CUT)
+        if isinstance(fault, int):
+            return json_reply({"error": "fault"}, fault, headers)
+        if fault == "garbage":
+            return Reply(200, {"Content-Type": "application/json", **headers}, b"<html>502 Bad Gateway</html>")
+        return json_reply(page, 200, headers)
 
     def _info(self, request: Request) -> Reply:
         repo = self.repos.get(request.match["repo"])

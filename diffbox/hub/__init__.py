@@ -25,3 +25,32 @@ class Cancelled(Stopped):
 
 class Interrupted(Stopped):
     """The app is stopping: the download is left as it is, to resume at the next start."""
+
+
+class RateLimited(TransientError):
+    """HTTP 429: the hub wants us to wait `retry_after` seconds (None: it did not say)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(headers, fallback: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (seconds form; the date form is rare on APIs), else `fallback`."""
+    value = (headers or {}).get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else fallback
+    except ValueError:
+        return fallback
+
+
+class ListingPage:
+    """One page of a hub's model listing, as a catalog walk stores it."""
+
+    def __init__(self, results: list[dict], next_cursor: str | None, skipped: list[str],
+                 interval: float | None = None, wait: float | None = None):
+        self.results = results            # search-result dicts
+        self.next_cursor = next_cursor    # None: this was the last page
+        self.skipped = skipped            # one reason per item (or page) left out
+        self.interval = interval          # seconds between requests the hub's advertised limit allows
+        self.wait = wait                  # seconds to wait before the next request (the window is used up)

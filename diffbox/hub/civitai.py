@@ -17,7 +17,7 @@ import requests
 
 from diffbox import __version__
 from diffbox.base_models import BASES, QWEN_EDIT, QWEN_IMAGE
-from diffbox.hub import HubError, TransientError
+from diffbox.hub import HubError, ListingPage, RateLimited, TransientError, retry_after
 from diffbox.hub.library import UNKNOWN
 from diffbox.hub.plan import Plan, PlannedFile
 from diffbox.hub.safety import UnsafeFile, filename_from_content_disposition, safe_filename
@@ -30,11 +30,12 @@ USER_AGENT = f"diffbox/{__version__} python-requests/{requests.__version__}"
 API_TIMEOUT = (10, 30)
 BASE_MODEL_STRINGS = {b.key: list(b.civitai) for b in BASES}
 KIND_TYPES = {"lora": ["LORA", "LoCon", "DoRA"], "checkpoint": ["Checkpoint"], "vae": ["VAE"],
-              "controlnet": ["Controlnet"]}
+              "controlnet": ["Controlnet"], "upscaler": ["Upscaler"]}
 TYPE_KINDS = {t: kind for kind, types in KIND_TYPES.items() for t in types}
 SORTS = {"downloads": "Most Downloaded", "likes": "Most Liked", "rating": "Highest Rated", "newest": "Newest",
          "trending": "Most Collected", "updated": "Newest"}
 SAFE_FORMATS = ("SafeTensor", "GGUF")
+CATALOG_PAGE = 100  # the API's largest page
 AIR = re.compile(r"civitai:(\d+)@(\d+)")
 PAGE_URL = re.compile(r"/models/(\d+)(?:[^?#]*)(?:\?(?:.*&)?modelVersionId=(\d+))?")
 REF = re.compile(r"^(\d+)(?:@(\d+))?$")
@@ -77,7 +78,10 @@ class Civitai:
             raise HubError(f"Civitai has no {what or 'such model'}")
         if response.status_code == 401:
             raise HubError(f"Civitai wants a valid token for {what or 'this request'}: set one in Models → Tokens")
-        if response.status_code == 429 or response.status_code >= 500:
+        if response.status_code == 429:
+            raise RateLimited("Civitai answered HTTP 429 (rate limit); try again in a minute",
+                              retry_after(response.headers))
+        if response.status_code >= 500:
             raise TransientError(f"Civitai answered HTTP {response.status_code}; try again in a minute")
         if response.status_code != 200:
             raise HubError(f"Civitai answered HTTP {response.status_code} for {what or path}")
@@ -105,6 +109,45 @@ class Civitai:
         results = [r for r in results if r and (nsfw or not r["nsfw"])]
         return results, (data.get("metadata") or {}).get("nextCursor")
 
+    def catalog_page(self, params: list[tuple[str, str]], cursor: str | None) -> ListingPage:
+        """One page of a model listing (cursor pagination: `metadata.nextCursor`, absent on the last page).
+        Items that are not models are skipped with a reason; a page that is not JSON is a TransientError
+        (the next cursor is inside it, so it cannot be skipped: the walk retries it, or resumes there later)."""
+        query = [*params, ("limit", str(CATALOG_PAGE)), ("nsfw", "true"), *([("cursor", cursor)] if cursor else [])]
+        data = self._get_json("/api/v1/models", query, "the catalog listing")
+        if not isinstance(data, dict):
+            raise TransientError("Civitai answered a listing page that is not a JSON object")
+        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        next_cursor = metadata.get("nextCursor")
+        next_cursor = str(next_cursor) if isinstance(next_cursor, (str, int)) and str(next_cursor) else None
+        items = data.get("items")
+        if not isinstance(items, list):
+            return ListingPage([], next_cursor, [f"a Civitai listing page had no list of items ({str(items)[:60]}); "
+                                                 "skipped it"])
+        results, skipped = [], []
+        for item in items:
+            try:
+                result = self._result(item, nsfw=False)
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+                result, reason = None, f"{type(exc).__name__}: {str(exc)[:80]}"
+            else:
+                reason = "it has no published version"
+            if result is not None and not REF.fullmatch(result["id"]):
+                result, reason = None, "its id is not a number"
+            if result is None:
+                skipped.append(f"skipped Civitai item {str(item)[:60]}…: {reason}")
+            else:
+                results.append(result)
+        return ListingPage(results, next_cursor, skipped)
+
+    def model(self, model_id: str) -> dict:
+        """One model's catalog entry as Civitai has it now ("refresh this model")."""
+        item = self._get_json(f"/api/v1/models/{parse_ref(model_id)[0]}", what=f"model {model_id}")
+        result = self._result(item, nsfw=False) if isinstance(item, dict) else None
+        if result is None:
+            raise HubError(f"Civitai model {model_id} has no published version")
+        return result
+
     def page_url(self, model_id) -> str:
         return f"{self.base}/models/{model_id}"
 
@@ -126,6 +169,9 @@ class Civitai:
             "base_model_label": version.get("baseModel") or "", "kind": TYPE_KINDS.get(item.get("type"), "other"),
             "thumbnail": images[0].get("url") if images else None, "nsfw": bool(item.get("nsfw")),
             "url": self.page_url(item.get("id")), "updated": version.get("publishedAt") or "",
+            "tags": [str(t) for t in item.get("tags") or [] if isinstance(t, (str, int))][:40],
+            "trained_words": [str(w) for w in version.get("trainedWords") or [] if isinstance(w, str)][:20],
+            "description": str(item.get("description") or "")[:20000],
             "files": [{"name": f.get("name"), "size": int(float(f.get("sizeKB") or 0) * 1024),
                        "sha256": ((f.get("hashes") or {}).get("SHA256") or "").lower(),
                        "format": (f.get("metadata") or {}).get("format"), "primary": bool(f.get("primary"))}

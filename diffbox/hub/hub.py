@@ -14,6 +14,8 @@ from typing import Mapping
 
 from diffbox.config import SHA256
 from diffbox.hub import HubError
+from diffbox.hub.catalog import Catalog
+from diffbox.hub.catalog_store import CatalogStore
 from diffbox.hub.civitai import Civitai
 from diffbox.hub.downloads import DownloadManager
 from diffbox.hub.huggingface import HuggingFace
@@ -34,12 +36,16 @@ class ModelHub:
     hf: HuggingFace
     civitai: Civitai
     finder: ModelSearch
+    catalog: Catalog
     downloads: DownloadManager
     _stop: threading.Event
 
     @classmethod
     def start(cls, settings: Settings, env: Mapping[str, str] | None = None, *, backoff: Backoff = Backoff(),
-              workers: int = 2) -> "ModelHub":
+              workers: int = 2, catalog_hours: float = 0.0, catalog_intervals: dict[str, float] | None = None
+              ) -> "ModelHub":
+        """`catalog_hours`: refresh the model catalog at start when it is older than this, then as often (0: only
+        when asked). `catalog_intervals`: seconds between listing requests per hub where it advertises no limit."""
         env = os.environ if env is None else env
         tokens = TokenStore(settings.home / "tokens.json", {"hf": settings.hf_token, "civitai": settings.civitai_token})
         hf = HuggingFace(env.get("HF_ENDPOINT"), lambda: tokens.get("hf"))
@@ -49,8 +55,11 @@ class ModelHub:
         downloads = DownloadManager(settings.models_dir, settings.db_dir / "downloads.json", library, hf, civitai,
                                     workers=workers, backoff=backoff)
         downloads.start()
-        hub = cls(library, tokens, hf, civitai, ModelSearch(settings.db_dir / "search.json", hf, civitai), downloads,
+        store = CatalogStore(settings.db_dir / "catalog.sqlite3")
+        catalog = Catalog(store, hf, civitai, intervals=catalog_intervals, backoff=backoff)
+        hub = cls(library, tokens, hf, civitai, ModelSearch(store, hf, civitai), catalog, downloads,
                   threading.Event())
+        catalog.run_daily(catalog_hours)
         threading.Thread(target=hub._hash_in_background, name="library-hash", daemon=True).start()
         return hub
 
@@ -64,8 +73,9 @@ class ModelHub:
             self._stop.wait(30)
 
     def search(self, query: str = "", source: str = "all", kind: str = "any", base_model: str = "any",
-               sort: str = "downloads", nsfw: bool = False, cursors: dict | None = None, limit: int = 30) -> SearchPage:
-        page = self.finder.search(query, source, kind, base_model, sort, nsfw, cursors, limit)
+               sort: str = "downloads", nsfw: bool = False, cursors: dict | None = None, limit: int = 30,
+               live: bool = True) -> SearchPage:
+        page = self.finder.search(query, source, kind, base_model, sort, nsfw, cursors, limit, live)
         local = {(m.source, m.model_id) for m in self.library.models()}
         pins = {(p["source"], p["model_id"]) for p in self.library.pins()}
         for result in page.results:
@@ -91,7 +101,7 @@ class ModelHub:
     def close(self) -> None:
         self._stop.set()
         self.downloads.close()
-        self.finder.close()
+        self.catalog.close()
         self.library.close()
 
 

@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Callable
 
 from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                     RepositoryNotFoundError, RevisionNotFoundError)
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status, parse_ratelimit_headers
 from huggingface_hub.utils import httpx  # httpx2 in huggingface_hub 2.x
 
+from diffbox import __version__
+
 from diffbox.base_models import BASES
-from diffbox.hub import HubError, Stopped, TransientError
+from diffbox.hub import HubError, ListingPage, RateLimited, Stopped, TransientError, retry_after
 from diffbox.hub.library import UNKNOWN, hint_base_model
 from diffbox.hub.plan import Plan, PlannedFile
 from diffbox.hub.safety import CONFIG_SUFFIXES, PICKLE_SUFFIXES, WEIGHT_SUFFIXES, UnsafeFile, safe_relative_path
@@ -35,6 +39,10 @@ SORTS = {"downloads": "downloads", "likes": "likes", "newest": "created_at", "up
 EXPAND = ["author", "downloads", "likes", "tags", "pipeline_tag", "library_name", "lastModified", "usedStorage",
           "sha"]
 NSFW_TAG = "not-for-all-audiences"
+# A catalog walk asks for these too: the card's trigger words and example prompts are what people search by.
+CATALOG_EXPAND = [*EXPAND, "cardData"]
+CATALOG_PAGE = 500
+CATALOG_TIMEOUT = 30.0
 # list_models retries an unreachable Hub five times with backoff (1+2+4+8+8 s); a search gives up sooner.
 SEARCH_DEADLINE_S = 8.0
 
@@ -95,6 +103,8 @@ class HuggingFace:
     # -- search ---------------------------------------------------------------------------------
 
     def search(self, query: str, kind: str, base_model: str, sort: str, nsfw: bool, limit: int = 30) -> list[dict]:
+        if kind == "upscaler":
+            return []  # the Hub has no tag for them; the catalog lists Civitai's
         filters = []
         repo = BASE_MODEL_REPOS.get(base_model)
         if repo:
@@ -126,6 +136,11 @@ class HuggingFace:
     def _result(self, info) -> dict:
         tags = list(info.tags or [])
         author, _, name = info.id.rpartition("/")
+        card = info.card_data
+        trained = card.get("instance_prompt") if card else None
+        widgets = card.get("widget") if card else None
+        examples = [w.get("text") for w in widgets if isinstance(w, dict) and isinstance(w.get("text"), str)] \
+            if isinstance(widgets, list) else []
         return {
             "source": "hf", "id": info.id, "version_id": info.sha or "", "name": name or info.id,
             "author": info.author or author, "downloads": int(info.downloads or 0), "rating": int(info.likes or 0),
@@ -133,7 +148,59 @@ class HuggingFace:
             "kind": _kind_from_tags(tags, info.library_name), "thumbnail": None, "nsfw": NSFW_TAG in tags,
             "url": f"{self.endpoint}/{info.id}", "files": [],
             "updated": info.last_modified.isoformat() if info.last_modified else "",
+            "tags": [t for t in tags if ":" not in t][:40],  # the words, not the model-tree and license tags
+            "trained_words": [trained] if isinstance(trained, str) and trained.strip() else [],
+            "description": " · ".join(examples[:10]),
         }
+
+    # -- the catalog: one listing page at a time --------------------------------------------------
+
+    def model(self, repo_id: str) -> dict:
+        """One model's catalog entry as the Hub has it now ("refresh this model")."""
+        try:
+            return self._result(self._api().model_info(repo_id, expand=CATALOG_EXPAND))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
+            raise self._explain(exc, repo_id) from None
+
+    def catalog_page(self, params: list[tuple[str, str]], cursor: str | None) -> ListingPage:
+        """One page of a model listing; its cursor is the next page's URL (None at the end). list_models follows the pages itself but hides where it is; a catalog walk must be able to
+        stop and resume, so the Link header's next URL (the Hub's cursor) is kept here. A page whose body is
+        not a JSON list is skipped (its next link is in the headers), as is any item that is not a model."""
+        url = cursor or f"{self.endpoint}/api/models"
+        if cursor and not url.startswith(self.endpoint + "/"):
+            raise HubError(f"refused a next-page link outside {self.endpoint}")
+        query = None if cursor else [*params, *(("expand", e) for e in CATALOG_EXPAND), ("limit", str(CATALOG_PAGE))]
+        headers = build_hf_headers(token=self._token() or False, library_name="diffbox", library_version=__version__)
+        try:
+            response = get_session().get(url, params=query, headers=headers, timeout=CATALOG_TIMEOUT)
+        except (httpx.TransportError, ConnectionError, TimeoutError) as exc:
+            raise TransientError(f"cannot reach Hugging Face at {self.endpoint} ({type(exc).__name__})") from None
+        if response.status_code == 429:
+            limit = parse_ratelimit_headers(response.headers)
+            raise RateLimited("Hugging Face answered HTTP 429 (rate limit)",
+                              retry_after(response.headers, limit.reset_in_seconds if limit else None))
+        try:
+            hf_raise_for_status(response)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
+            raise self._explain(exc, "the catalog listing") from None
+        next_url = response.links.get("next", {}).get("url")
+        try:
+            items = response.json()
+        except ValueError:
+            items = None
+        limit = parse_ratelimit_headers(response.headers)
+        interval = limit.window_seconds / limit.limit if limit and limit.limit and limit.window_seconds else None
+        wait = float(limit.reset_in_seconds) if limit and limit.remaining == 0 else None
+        if not isinstance(items, list):
+            return ListingPage([], next_url, [f"a listing page of {self.endpoint} was not a JSON list of models; "
+                                              "skipped it"], interval, wait)
+        results, skipped = [], []
+        for item in items:
+            try:
+                results.append(self._result(ModelInfo(**item)))
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                skipped.append(f"skipped a listed model ({str(item)[:60]}…): {type(exc).__name__}: {str(exc)[:80]}")
+        return ListingPage(results, next_url, skipped, interval, wait)
 
     # -- planning a download --------------------------------------------------------------------
 

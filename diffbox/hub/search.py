@@ -1,40 +1,36 @@
-"""One search over Hugging Face and Civitai, with every result kept in db/search.json.
+"""One search over Hugging Face and Civitai: the local catalog answers first, the hubs top it up.
 
-The cache is what makes browsing work offline (a pod whose network hiccups, a Civitai outage):
-the same query answers from its last results, any other query from everything seen before,
-filtered locally, with a note saying so.
+The catalog (hub/catalog.py) holds every model the daily walk listed and every result a live search
+returned, so a search answers in milliseconds with no network (a pod whose network hiccups, a Civitai
+outage); results the hubs have not confirmed for a while are marked `stale`. With `live`, the same
+query then goes to the hubs, whose answer replaces the catalogued copies and adds what the catalog
+did not hold yet (and is stored in it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain, zip_longest
-
-from tinydb import Query
 
 from diffbox.hub import HubError, TransientError
+from diffbox.hub.catalog_store import SORT_COLUMNS, CatalogStore, plain_text
 from diffbox.hub.civitai import Civitai
 from diffbox.hub.huggingface import SORTS, HuggingFace
 from diffbox.hub.library import BASE_MODELS, KINDS, normalise_source
-from diffbox.store import open_db
 
 log = logging.getLogger(__name__)
 
 ANY = "any"
 SOURCE_NAMES = {"hf": "Hugging Face", "civitai": "Civitai"}
-MAX_QUERIES = 300
-MAX_SEEN = 5000
+CATALOG = "catalog"   # the "Load more" cursor of the catalog's part: the next offset
+SNIPPET = 300         # characters of a description a result carries to the browser
 
 
 @dataclass
 class SearchPage:
     results: list[dict]
-    cursors: dict[str, str | None] = field(default_factory=dict)  # per source, for "Load more"
+    cursors: dict[str, str | None] = field(default_factory=dict)  # per source and the catalog, for "Load more"
     notes: list[str] = field(default_factory=list)                # offline fallbacks, per-source errors
 
 
@@ -55,43 +51,55 @@ def _normalise(source: str, kind: str, base_model: str, sort: str) -> tuple[list
     return sources, kind, base_model, sort
 
 
+def _for_browser(result: dict) -> dict:
+    return {**result, "description": plain_text(result.get("description"))[:SNIPPET]}
+
+
 class ModelSearch:
-    def __init__(self, db_path, hf: HuggingFace, civitai: Civitai):
-        self.hf, self.civitai = hf, civitai
-        self._db = open_db(db_path)
-        self._queries = self._db.table("queries")
-        self._seen = self._db.table("results")
-        self._lock = threading.RLock()
+    def __init__(self, catalog: CatalogStore, hf: HuggingFace, civitai: Civitai):
+        self.catalog, self.hf, self.civitai = catalog, hf, civitai
 
     def search(self, query: str = "", source: str = "all", kind: str = ANY, base_model: str = ANY,
                sort: str = "downloads", nsfw: bool = False, cursors: dict[str, str | None] | None = None,
-               limit: int = 30) -> SearchPage:
+               limit: int = 30, live: bool = True) -> SearchPage:
         try:
             sources, kind_f, base_f, sort = _normalise(source, kind, base_model, sort)
         except ValueError as exc:
             raise HubError(str(exc)) from None
-        if cursors:  # "Load more": only the sources that have another page
-            sources = [s for s in sources if cursors.get(s)]
         query = (query or "").strip()
         page = SearchPage([])
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {s: pool.submit(self._one, s, query, kind_f, base_f, sort, nsfw, (cursors or {}).get(s), limit)
-                       for s in sources}
-        per_source, answered = [], False
-        for name, future in futures.items():
-            results, cursor, note = future.result()
-            answered = answered or note is None
-            per_source.append(results)
-            page.cursors[name] = cursor
-            if note:
-                page.notes.append(note)
-        page.results = [r for r in chain.from_iterable(zip_longest(*per_source)) if r is not None]
-        if sources and not answered and not page.results:
-            raise HubError(" ".join(page.notes))  # nothing live, nothing cached: say why
+        more = cursors is not None  # "Load more": only the parts that have another page
+        offset = (cursors or {}).get(CATALOG)
+        results: dict[tuple[str, str], dict] = {}
+        if not more or offset:
+            found, has_more = self.catalog.search(query, sources, kind_f, base_f, nsfw, sort, limit,
+                                                  int(offset or 0))
+            results.update({(r["source"], r["id"]): _for_browser(r) for r in found})
+            page.cursors[CATALOG] = str(int(offset or 0) + limit) if has_more else None
+        live_sources = [s for s in sources if not more or (cursors or {}).get(s)] if live else []
+        answered = False
+        if live_sources:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                futures = {s: pool.submit(self._one, s, query, kind_f, base_f, sort, nsfw, (cursors or {}).get(s),
+                                          limit) for s in live_sources}
+            for name, future in futures.items():
+                found, cursor, note = future.result()
+                answered = answered or note is None
+                page.cursors[name] = cursor
+                if note:
+                    page.notes.append(note)
+                for result in found:  # the hub's answer is the newer copy
+                    results[(result["source"], result["id"])] = _for_browser(result)
+        column = SORT_COLUMNS.get(sort, "downloads")
+        blank = "" if column == "updated" else 0
+        page.results = sorted(results.values(), key=lambda r: r.get(column) or blank, reverse=True)
+        if live_sources and not answered and not page.results:
+            raise HubError(" ".join(page.notes))  # nothing live, nothing catalogued: say why
+        if page.notes and page.results:
+            page.notes.append(f"Showing {sum(1 for r in page.results if r.get('cached'))} catalogued result(s).")
         return page
 
     def _one(self, source: str, query: str, kind, base_model, sort: str, nsfw: bool, cursor, limit: int):
-        key = json.dumps([source, query.lower(), kind, base_model, sort, nsfw, cursor])
         try:
             if source == "hf":
                 results, next_cursor = self.hf.search(query, kind or ANY, base_model or ANY, sort, nsfw, limit), None
@@ -99,55 +107,15 @@ class ModelSearch:
                 results, next_cursor = self.civitai.search(query, kind or ANY, base_model or ANY, sort, nsfw, limit,
                                                            cursor)
         except TransientError as exc:
-            cached = self._cached(key)
-            if cached is None:
-                cached = self._seen_locally(source, query, kind, base_model, nsfw)
-            log.info("search on %s failed (%s); answering from the cache", source, exc)
-            return ([dict(r, cached=True) for r in cached], None,
-                    f"{SOURCE_NAMES[source]} is unreachable ({exc}); showing {len(cached)} result(s) seen before.")
+            log.info("search on %s failed (%s); answering from the catalog", source, exc)
+            return [], None, f"{SOURCE_NAMES[source]} is unreachable ({exc})."
         except HubError as exc:
             return [], None, f"{SOURCE_NAMES[source]} search failed: {exc}"
-        self._remember(key, results, next_cursor)
-        return [dict(r, cached=False) for r in results], next_cursor, None
-
-    # -- the cache ------------------------------------------------------------------------------
-
-    def _remember(self, key: str, results: list[dict], cursor) -> None:
-        now = time.time()
-        with self._lock:
-            self._queries.upsert({"key": key, "results": results, "cursor": cursor, "at": now}, Query().key == key)
-            for result in results:
-                self._seen.upsert({**result, "seen_at": now},
-                                  (Query().source == result["source"]) & (Query().id == result["id"]))
-            self._prune(self._queries, MAX_QUERIES, "at")
-            self._prune(self._seen, MAX_SEEN, "seen_at")
-
-    @staticmethod
-    def _prune(table, keep: int, stamp: str) -> None:
-        if len(table) > keep:
-            oldest = sorted(table.all(), key=lambda r: r[stamp])[: len(table) - keep]
-            table.remove(doc_ids=[r.doc_id for r in oldest])
-
-    def _cached(self, key: str) -> list[dict] | None:
-        with self._lock:
-            record = self._queries.get(Query().key == key)
-        return list(record["results"]) if record else None
-
-    def _seen_locally(self, source: str, query: str, kind, base_model, nsfw: bool) -> list[dict]:
-        words = query.lower().split()
-        with self._lock:
-            seen = [dict(r) for r in self._seen.search(Query().source == source)]
-        found = [r for r in seen
-                 if (kind is None or r.get("kind") == kind) and (base_model is None or r.get("base_model") == base_model)
-                 and (nsfw or not r.get("nsfw"))
-                 and all(w in f"{r.get('id')} {r.get('name')} {r.get('author')}".lower() for w in words)]
-        for r in found:
-            r.pop("seen_at", None)
-        return sorted(found, key=lambda r: r.get("downloads") or 0, reverse=True)[:50]
+        try:
+            self.catalog.add(results)  # what a search saw is catalogued too
+        except Exception as exc:  # noqa: BLE001 - a full disk must not lose the live answer
+            log.warning("could not add %d search result(s) to the catalog: %s", len(results), exc)
+        return [dict(r, cached=False, stale=False) for r in results], next_cursor, None
 
     def seen(self, source: str, model_id: str) -> dict | None:
-        with self._lock:
-            return self._seen.get((Query().source == source) & (Query().id == str(model_id)))
-
-    def close(self) -> None:
-        self._db.close()
+        return self.catalog.get(source, str(model_id))

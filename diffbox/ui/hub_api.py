@@ -1,6 +1,8 @@
 """The model hub's scriptable API (gradio_client), named as in README's API section.
 
-    /models_search(query, source, kind, base_model) → list of result dicts
+    /models_search(query, source, kind, base_model, sort, nsfw, live) → list of result dicts
+    /catalog_refresh() → the refresh report; /catalog_status() → size, age, progress
+    /catalog_refresh_model(source, model_id) → the model's fresh catalog entry
     /download(source, model_id, file) → download id
     /downloads() → list of {id, file, bytes_done, bytes_total, state, error, ...}
     /library() → local models
@@ -65,12 +67,13 @@ def register_hub_api(services: Services) -> None:
     hub = services.hub
 
     def models_search(query: str = "", source: str = "all", kind: str = "any", base_model: str = "any",
-                      sort: str = "downloads", nsfw: bool = False) -> list[dict]:
-        """Search Hugging Face and Civitai. source: all | hf | civitai. kind: any | lora | checkpoint |
-        diffusers | vae | controlnet. base_model: any | {bases}.
-        sort: downloads | likes | newest | updated | trending. Results seen before answer offline (cached: true)."""
+                      sort: str = "downloads", nsfw: bool = False, live: bool = True) -> list[dict]:
+        """Search the model catalog, topped up by Hugging Face and Civitai. source: all | hf | civitai. kind: any |
+        lora | checkpoint | diffusers | vae | controlnet | upscaler. base_model: any | {bases}.
+        sort: downloads | likes | newest | updated | trending. Catalogued results carry cached: true (stale: true
+        when no refresh confirmed them for 36 h); live: false answers from the catalog alone, at once."""
         with explained("Search failed"):
-            return hub.search(query, source, kind, base_model, sort, bool(nsfw)).results
+            return hub.search(query, source, kind, base_model, sort, bool(nsfw), live=bool(live)).results
 
     models_search.__doc__ = models_search.__doc__.replace("{bases}", " | ".join(BASE_MODELS))
 
@@ -102,6 +105,23 @@ def register_hub_api(services: Services) -> None:
             source, model, version = pin_reference(source, model_id)
             return hub.pin(source, model, pinned, revision=version)
 
+    def catalog_refresh() -> dict:
+        """Walk both hubs for every Wan / Qwen model now (or join the refresh under way) and return its report:
+        {sources: {hf: {...}, civitai: {...}}, models, added, updated, errors}. Minutes on the real hubs."""
+        return hub.catalog.refresh()
+
+    def catalog_status() -> dict:
+        """The catalog's size, when it was last complete (completed_at, epoch seconds) and a refresh's progress."""
+        return hub.catalog.progress()
+
+    def catalog_refresh_model(source: str, model_id: str) -> dict:
+        """Ask the hub for one model now and store it in the catalog; returns its entry. source: hf | civitai."""
+        with explained("Cannot refresh"):
+            source, model, _ = pin_reference(source, model_id)
+            if source == "local":
+                raise HubError("source must be hf or civitai")
+            return hub.catalog.refresh_model(source, model)
+
     def cancel_download(download_id: str) -> dict:
         """Stop a download and delete its partial file."""
         with explained("Cannot cancel"):
@@ -112,5 +132,6 @@ def register_hub_api(services: Services) -> None:
         with explained("Cannot retry"):
             return hub.downloads.retry(download_id)
 
-    for fn in (models_search, download, downloads, library, variants, pin, cancel_download, retry_download):
+    for fn in (models_search, download, downloads, library, variants, pin, cancel_download, retry_download,
+               catalog_refresh, catalog_status, catalog_refresh_model):
         gr.api(fn, api_name=fn.__name__, **LIGHT)

@@ -26,7 +26,7 @@ from diffbox.ui.variants_panel import build_variants_panel
 PRIVATE = {"api_visibility": "private", "queue": False}
 SOURCES = [("Both", "all"), ("Hugging Face", "hf"), ("Civitai", "civitai")]
 KINDS = [("Any kind", "any"), ("LoRA", "lora"), ("Checkpoint", "checkpoint"), ("Diffusers folder", "diffusers"),
-         ("VAE", "vae"), ("ControlNet", "controlnet")]
+         ("VAE", "vae"), ("ControlNet", "controlnet"), ("Upscaler", "upscaler")]
 BASES = [("Any base model", "any"), *((b.label, b.key) for b in base_models.BASES)]
 SORTS = [("Most downloaded", "downloads"), ("Most liked", "likes"), ("Newest", "newest"), ("Trending", "trending")]
 DOWNLOAD_COLUMNS = ["id", "file", "source", "state", "progress", "size", "speed", "ETA", "error"]
@@ -57,11 +57,50 @@ def card_html(result: dict) -> str:
         "Hugging Face" if result["source"] == "hf" else "Civitai", e(result.get("kind")),
         e(result.get("base_model_label") or result.get("base_model")),
         "in library" if result.get("in_library") else "", "pinned" if result.get("pinned") else "",
-        "offline copy" if result.get("cached") else ""] if x)
+        catalogued_badge(result)] if x)
+    about = str(result.get("description") or "")
+    about = f'<div class="hub-meta">{e(about[:160])}{"…" if len(about) > 160 else ""}</div>' if about else ""
     return (f'<div class="hub-card">{image}<div><b>{title}</b></div>'
             f'<div class="hub-meta">by {e(result.get("author"))} · ⬇ {int(result.get("downloads") or 0):,} · '
             f'♥ {int(result.get("rating") or 0):,} · {format_bytes(result.get("size") or None)}</div>'
-            f'<div class="hub-meta">{badges}</div></div>')
+            f'<div class="hub-meta">{badges}</div>{about}</div>')
+
+
+def ago(timestamp: float | None) -> str:
+    if not timestamp:
+        return "never"
+    seconds = max(0.0, time.time() - timestamp)
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return "just now"
+
+
+def catalogued_badge(result: dict) -> str:
+    """Where a result came from: the hub just now (no badge), or the catalog (and whether that copy is stale)."""
+    if not result.get("cached"):
+        return ""
+    if result.get("stale"):
+        return f"catalogued · stale, last confirmed {ago(result.get('catalogued_at'))}"
+    return "catalogued"
+
+
+def catalog_line(progress: dict) -> str:
+    """The catalog's state in one line: its size and age, or how far a refresh has got."""
+    line = f"**Model catalog:** {progress['models']:,} models · refreshed {ago(progress['completed_at'])}"
+    if progress["running"]:
+        parts = [f"{'Hugging Face' if source == 'hf' else 'Civitai'} {stats['scopes_done']}/{stats['scopes']} "
+                 f"listings, {stats['models']:,} models ({stats['state']})"
+                 for source, stats in progress["sources"].items()]
+        return f"{line} · **refreshing:** " + "; ".join(parts)
+    report = progress.get("last_report")
+    if report and report["errors"]:
+        return (f"{line} · last refresh: {report['added']:,} added, {report['updated']:,} updated, "
+                f"{len(report['errors'])} problem(s): {md(report['errors'][0])}")
+    if report:
+        return f"{line} · last refresh: {report['added']:,} added, {report['updated']:,} updated"
+    return line
 
 
 def download_rows(services: Services) -> list[list]:
@@ -103,6 +142,10 @@ def build_models_tab(services: Services) -> None:
 def _search_panel(services: Services) -> None:
     hub = services.hub
     with gr.Row():
+        catalog = gr.Markdown(lambda: catalog_line(hub.catalog.progress()), elem_id="hub-catalog-status")
+        refresh = gr.Button("Refresh catalog", size="sm", scale=0, elem_id="hub-catalog-refresh")
+    ticker = gr.Timer(2.0)
+    with gr.Row():
         query = gr.Textbox(label="Search", placeholder="e.g. camera motion, lightx2v, anime style",
                            scale=4, elem_id="hub-query")
         search = gr.Button("Search", variant="primary", scale=1, elem_id="hub-search")
@@ -117,18 +160,31 @@ def _search_panel(services: Services) -> None:
     cursors = gr.State({})
     more = gr.Button("Load more", visible=False, elem_id="hub-more")
 
+    def merged(previous, page_results):
+        seen = {(r["source"], r["id"]) for r in previous or []}
+        return list(previous or []) + [r for r in page_results if (r["source"], r["id"]) not in seen]
+
     def run(q, s, k, b, o, n, previous=None, previous_cursors=None):
-        try:
-            page = hub.search(q, s, k, b, o, n, cursors=previous_cursors or None)
-        except HubError as exc:
-            _fail("Search failed", exc)
-        found = (previous or []) + page.results
-        notes = " ".join(page.notes)
-        line = f"{len(found)} result(s). " + (md(notes) if notes else "")
-        return found, page.cursors, line.strip(), gr.update(visible=any(page.cursors.values()))
+        """The catalog's answer at once, then the same topped up by the hubs."""
+        for live in (False, True):
+            try:
+                page = hub.search(q, s, k, b, o, n, cursors=previous_cursors or None, live=live)
+            except HubError as exc:
+                if live:
+                    _fail("Search failed", exc)
+                continue
+            found = merged(previous, page.results)
+            notes = " ".join(page.notes)
+            line = f"{len(found)} result(s)" + ("" if live else " from the catalog; asking the hubs…") + ". " + (
+                md(notes) if notes else "")
+            yield found, page.cursors, line.strip(), gr.update(visible=any(page.cursors.values()))
 
     def run_more(q, s, k, b, o, n, previous, previous_cursors):
-        return run(q, s, k, b, o, n, previous, previous_cursors)
+        yield from run(q, s, k, b, o, n, previous, previous_cursors)
+
+    def start_refresh():
+        hub.catalog.start_refresh()
+        return catalog_line(hub.catalog.progress())
 
     inputs = [query, source, kind, base, sort, nsfw]
     outputs = [results, cursors, status, more]
@@ -137,11 +193,14 @@ def _search_panel(services: Services) -> None:
     search.click(run, inputs, outputs, api_name="ui_hub_search", **searching)
     query.submit(run, inputs, outputs, api_name="ui_hub_search_enter", **searching)
     more.click(run_more, [*inputs, results, cursors], outputs, api_name="ui_hub_more", **searching)
+    refresh.click(start_refresh, None, catalog, api_name="ui_hub_catalog_refresh", **PRIVATE)
+    ticker.tick(lambda: catalog_line(hub.catalog.progress()), None, catalog, api_name="ui_hub_catalog_tick",
+                show_progress="hidden", **PRIVATE)
 
     @gr.render(inputs=results)
     def cards(found):
         if not found:
-            gr.Markdown("Search to see models. With no network, results you saw before still show.")
+            gr.Markdown("Search to see models: the catalog answers at once, even offline, and the hubs top it up.")
             return
         with gr.Row(elem_id="hub-cards"):
             for index, result in enumerate(found):
@@ -158,6 +217,7 @@ def _search_panel(services: Services) -> None:
                     with gr.Row():
                         fetch = gr.Button("Download", size="sm", variant="primary")
                         pin = gr.Button("Unpin" if result.get("pinned") else "Pin", size="sm")
+                        renew = gr.Button("Refresh", size="sm", elem_classes=["hub-card-refresh"])
 
                     def start(file, result=result):
                         model_id = result["id"]
@@ -179,8 +239,21 @@ def _search_panel(services: Services) -> None:
                         result["pinned"] = not result.get("pinned")
                         return [*found_now[:index], result, *found_now[index + 1:]]
 
+                    def renew_one(found_now, index=index):
+                        result = dict(found_now[index])
+                        try:
+                            fresh = hub.catalog.refresh_model(result["source"], result["id"])
+                        except HubError as exc:
+                            _fail("Cannot refresh", exc)
+                        fresh = {**fresh, "cached": False, "in_library": result.get("in_library"),
+                                 "pinned": result.get("pinned"), "description": str(fresh.get("description"))[:300]}
+                        gr.Info(f"{plain(fresh['name'])}: refreshed from "
+                                f"{'Hugging Face' if fresh['source'] == 'hf' else 'Civitai'}")
+                        return [*found_now[:index], fresh, *found_now[index + 1:]]
+
                     fetch.click(start, file_input, status, api_visibility="private", queue=False)
                     pin.click(toggle, results, results, api_visibility="private", queue=False)
+                    renew.click(renew_one, results, results, api_visibility="private", queue=False)
 
 
 def _downloads_panel(services: Services) -> None:

@@ -1,0 +1,167 @@
+"""The model catalog against local fake hubs holding thousands of models across pages: a refresh within the
+rate limits, a second one that stores only what changed, a cut connection that resumes, malformed pages
+skipped with a logged reason, and offline search afterwards."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import pytest
+
+from fake_hubs import RateLimit, fakes, hub_settings, start_hub  # noqa: F401 - fixtures
+
+HF_COUNT, CIVITAI_COUNT = 2300, 2450  # pages of 500 (HF) and 100 (Civitai)
+FAST = {"civitai": 0.02}  # Civitai advertises no limit: the fake's allows 10 per 0.2 s
+
+
+@pytest.fixture
+def filled(fakes):
+    fakes.hf.add_listing(HF_COUNT)
+    fakes.civitai.add_listing(CIVITAI_COUNT)
+    fakes.hf.rate_limit = RateLimit(40, 1.0)       # advertised: the walk paces itself to 25 ms
+    fakes.civitai.rate_limit = RateLimit(10, 0.2)  # not advertised: 429 + Retry-After past it
+    return fakes
+
+
+@pytest.fixture
+def hub(start_hub, hub_settings):
+    return start_hub(hub_settings, catalog_intervals=FAST)
+
+
+def listing_requests(server, since: int = 0):
+    return [r for r in server.log[since:] if r.path in ("/api/models", "/api/v1/models")]
+
+
+def test_a_refresh_fetches_every_model_within_the_rate_limits(filled, hub):
+    report = hub.catalog.refresh(timeout=120)
+    assert report["errors"] == [] and report["models"] == report["added"] == HF_COUNT + CIVITAI_COUNT
+    hf, civitai = report["sources"]["hf"], report["sources"]["civitai"]
+    assert (hf["state"], civitai["state"]) == ("done", "done")
+    assert hf["models"] == HF_COUNT and civitai["models"] == CIVITAI_COUNT
+    assert civitai["pages"] >= CIVITAI_COUNT // 100 and hf["pages"] >= HF_COUNT // 500
+    assert filled.hf.rate_limit.refused == 0 and filled.civitai.rate_limit.refused == 0  # never over a limit
+    assert hf["rate_limited"] == civitai["rate_limited"] == 0
+    assert set(report) >= {"sources", "models", "added", "updated", "errors"}
+    assert hub.catalog.completed_at() is not None and not hub.catalog.due(24 * 3600)
+    progress = hub.catalog.progress()
+    assert not progress["running"] and progress["models"] == HF_COUNT + CIVITAI_COUNT
+
+
+def test_a_second_refresh_adds_and_updates_only_what_changed(filled, hub):
+    hub.catalog.refresh(timeout=120)
+    model = filled.civitai.models[7]
+    model["description"] = "<p>now with a new word: zephyrine</p>"
+    filled.civitai.models[8]["stats"]["downloadCount"] += 1000
+    next(iter(filled.hf.repos.values()))["likes"] += 5
+    filled.civitai.add_listing(2, start_id=900000)
+    filled.hf.add_listing(3, owner="newcomer")
+    report = hub.catalog.refresh(timeout=120)
+    assert (report["added"], report["updated"], report["errors"]) == (5, 3, [])
+    assert report["models"] == HF_COUNT + CIVITAI_COUNT + 5
+    [found] = hub.search("zephyrine", live=False).results
+    assert found["id"] == str(model["id"])
+
+
+def test_a_hub_over_its_limit_is_waited_for_not_hammered(filled, start_hub, hub_settings):
+    hub = start_hub(hub_settings, catalog_intervals={"civitai": 0.0})  # ignores the limit until told by a 429
+    report = hub.catalog.refresh(timeout=120)
+    civitai = report["sources"]["civitai"]
+    assert report["errors"] == [] and civitai["state"] == "done" and civitai["models"] == CIVITAI_COUNT
+    assert civitai["rate_limited"] == filled.civitai.rate_limit.refused > 0
+    # Each 429 waited the Retry-After: at most one refusal per window of 10 requests.
+    assert filled.civitai.rate_limit.refused <= civitai["pages"] // 10 + 2
+
+
+@pytest.mark.parametrize("source", ["hf", "civitai"])
+def test_a_cut_connection_resumes_where_the_walk_stopped(filled, hub, source):
+    server = getattr(filled, source)
+    server.faults.pages[2] = ["cut"] * 3  # as many as the test hub's tries: this refresh gives up there
+    first = hub.catalog.refresh(timeout=120)
+    stats = first["sources"][source]
+    assert stats["state"] == "stopped" and any("resumes" in e for e in first["errors"])
+    per_page = 500 if source == "hf" else 100
+    assert hub.catalog.store.count(source) == 2 * per_page  # the two pages before the cut, stored
+    assert hub.catalog.due(24 * 3600)  # unfinished: still due
+    before = len(server.log)
+    second = hub.catalog.refresh(timeout=120)
+    assert second["sources"][source]["state"] == "done" and second["errors"] == []
+    count = HF_COUNT if source == "hf" else CIVITAI_COUNT
+    assert hub.catalog.store.count(source) == count and second["added"] == count - 2 * per_page
+    resumed = listing_requests(server, before)[0]
+    cursor = resumed.arg("cursor")
+    assert cursor is not None and (int(bytes.fromhex(cursor).decode()) if source == "hf" else int(cursor)) \
+        == 2 * per_page  # page three first: pages one and two were not asked for again
+
+
+def test_one_cut_is_retried_within_the_refresh(filled, hub):
+    filled.civitai.faults.pages[4] = ["cut"]
+    filled.hf.faults.pages[1] = [503]
+    report = hub.catalog.refresh(timeout=120)
+    assert report["errors"] == [] and report["models"] == HF_COUNT + CIVITAI_COUNT
+    assert report["sources"]["civitai"]["retries"] == 1 and report["sources"]["hf"]["retries"] == 1
+
+
+def test_a_malformed_page_is_skipped_with_a_logged_reason(filled, hub, caplog):
+    filled.hf.faults.pages[1] = ["garbage"]       # not JSON; its Link header still names page three
+    filled.civitai.faults.pages[3] = ["broken"]   # three items that are not models
+    with caplog.at_level(logging.WARNING, logger="diffbox.hub.catalog"):
+        report = hub.catalog.refresh(timeout=120)
+    assert report["sources"]["hf"]["state"] == report["sources"]["civitai"]["state"] == "done"
+    assert hub.catalog.store.count("hf") == HF_COUNT - 500  # only the malformed page is missing
+    assert hub.catalog.store.count("civitai") == CIVITAI_COUNT - 3
+    assert report["sources"]["civitai"]["skipped"] == 3 and report["sources"]["hf"]["skipped"] == 1
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "not a JSON list" in logged and "its id is not a number" in logged and "no published version" in logged
+    assert any("not a JSON list" in e for e in report["errors"])
+
+
+def test_with_the_hubs_stopped_search_finds_any_model_by_a_word_of_its_description(filled, hub):
+    hub.catalog.refresh(timeout=120)
+    for server in (filled.hf, filled.civitai, filled.files):
+        server.close()
+    rng = random.Random(5)
+    for model in rng.sample(filled.civitai.models, 12):
+        started = time.perf_counter()
+        page = hub.search(f"civ{model['id']}x")  # a word only its description holds
+        assert time.perf_counter() - started < 5  # the hubs refuse at once; nothing waits for a deadline
+        assert [r["id"] for r in page.results] == [str(model["id"])]
+        assert page.results[0]["cached"] and not page.results[0]["stale"]
+        assert any("unreachable" in n for n in page.notes)
+    for repo in rng.sample(list(filled.hf.repos.values()), 6):  # by its trigger word (the card's instance_prompt)
+        [found] = hub.search(repo["cardData"]["instance_prompt"], "hf", live=False).results
+        assert found["id"] == repo["id"] and found["kind"] == "lora" and found["base_model"] == "wan2.2-i2v"
+    page = hub.search("orbit", "civitai", "lora", "wan2.2-i2v", limit=30, live=False)
+    assert len(page.results) == 30 and page.cursors["catalog"] == "30"
+    assert [r["downloads"] for r in page.results] == sorted((r["downloads"] for r in page.results), reverse=True)
+    more = hub.search("orbit", "civitai", "lora", "wan2.2-i2v", limit=30, live=False, cursors=page.cursors)
+    assert not {r["id"] for r in more.results} & {r["id"] for r in page.results}
+
+
+def test_refresh_this_model_asks_its_hub_now(filled, hub):
+    hub.catalog.refresh(timeout=120)
+    model = filled.civitai.models[0]
+    model["name"] = "Renamed on Civitai"
+    assert hub.catalog.store.get("civitai", str(model["id"]))["name"] != "Renamed on Civitai"
+    fresh = hub.catalog.refresh_model("civitai", f"{model['id']}@{model['modelVersions'][0]['id']}")
+    assert fresh["name"] == "Renamed on Civitai" and fresh["cached"] and not fresh["stale"]
+    repo = next(iter(filled.hf.repos.values()))
+    repo["cardData"]["instance_prompt"] = "brandnewtrigger"
+    assert hub.catalog.refresh_model("hf", repo["id"])["trained_words"] == ["brandnewtrigger"]
+    assert [r["id"] for r in hub.search("brandnewtrigger", live=False).results] == [repo["id"]]
+
+
+def test_the_app_refreshes_at_start_when_the_catalog_is_older_than_a_day(filled, start_hub, hub_settings):
+    first = start_hub(hub_settings, catalog_hours=24, catalog_intervals=FAST)
+    for _ in range(600):  # started by the schedule, not by the test
+        if first.catalog.last_report:
+            break
+        time.sleep(0.1)
+    assert first.catalog.last_report["models"] == HF_COUNT + CIVITAI_COUNT
+    first.close()
+    before = len(filled.hf.log) + len(filled.civitai.log)
+    again = start_hub(hub_settings, catalog_hours=24, catalog_intervals=FAST)  # a restart the same day
+    time.sleep(0.5)
+    assert len(filled.hf.log) + len(filled.civitai.log) == before and again.catalog.last_report is None
+    assert again.search("orbit", live=False).results  # the catalog from before the restart
