@@ -94,14 +94,19 @@ def test_result_cards_escape_what_strangers_wrote_and_the_tab_renders_them():
     hostile = {"source": "civitai", "id": "1", "version_id": "11", "name": "<script>alert(1)</script>",
                "author": "<b>x</b>", "downloads": 5, "rating": 1, "size": 2048, "base_model": "wan2.2-i2v",
                "kind": "lora", "thumbnail": "javascript:alert(1)", "nsfw": False, "url": "javascript:alert(2)",
-               "files": [{"name": "a.safetensors"}, {"name": "b.safetensors"}]}
+               "files": [{"name": "a.safetensors"}, {"name": "b.safetensors"}],
+               "description": "<img src=x onerror=alert(3)>", "cached": True, "stale": True, "catalogued_at": 1.0}
     card = card_html(hostile)
     assert "<script>" not in card and "javascript:" not in card and "&lt;script&gt;" in card
+    assert "<img src=x" not in card and "&lt;img src=x onerror=alert(3)&gt;" in card
+    assert "catalogued · stale, last confirmed" in card
     assert "2 KB" in card
     download = {"id": "d1", "file": "f.safetensors", "source": "hf", "state": "downloading", "bytes_done": 512,
                 "bytes_total": 2048, "speed": 1024.0, "eta_s": 90.0, "error": None}
     hub = SimpleNamespace(downloads=SimpleNamespace(list=lambda: [download]),
-                          library=SimpleNamespace(models=lambda: [], variants=lambda: []), tokens=SimpleNamespace(status=lambda s: "not set"))
+                          library=SimpleNamespace(models=lambda: [], variants=lambda: []), tokens=SimpleNamespace(status=lambda s: "not set"),
+                          catalog=SimpleNamespace(progress=lambda: {"models": 0, "completed_at": None, "running": False,
+                                                                    "sources": {}, "last_report": None}))
     services = SimpleNamespace(hub=hub)
     assert download_rows(services) == [["d1", "f.safetensors", "hf", "downloading", "25%", "512 B / 2 KB",
                                         "1 KB/s", "00:01:30", ""]]
@@ -110,4 +115,4 @@ def test_result_cards_escape_what_strangers_wrote_and_the_tab_renders_them():
     [cards] = tab.renderables
     with gr.Blocks() as rendered:
         cards.fn([hostile, {**hostile, "source": "hf", "id": "o/n", "files": []}])
-    assert sum(isinstance(b, gr.Button) for b in rendered.blocks.values()) == 4  # Download + Pin per card
+    assert sum(isinstance(b, gr.Button) for b in rendered.blocks.values()) == 6  # Download, Pin, Refresh per card

@@ -108,6 +108,7 @@ class CatalogStore:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
                 db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")  # a cache: a power cut may lose the last page, never corrupt
                 db.executescript(_SCHEMA)
                 return db
             except sqlite3.DatabaseError as exc:

@@ -6,6 +6,7 @@ HF_ENDPOINT and DIFFBOX_CIVITAI_URL are read here, at start, and handed to the c
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -56,6 +57,7 @@ class ModelHub:
                                     workers=workers, backoff=backoff)
         downloads.start()
         store = CatalogStore(settings.db_dir / "catalog.sqlite3")
+        _import_search_cache(settings.db_dir / "search.json", store)
         catalog = Catalog(store, hf, civitai, intervals=catalog_intervals, backoff=backoff)
         hub = cls(library, tokens, hf, civitai, ModelSearch(store, hf, civitai), catalog, downloads,
                   threading.Event())
@@ -103,6 +105,22 @@ class ModelHub:
         self.downloads.close()
         self.catalog.close()
         self.library.close()
+
+
+def _import_search_cache(path, store: CatalogStore) -> None:
+    """Results the search cache of earlier versions (db/search.json) held move into the catalog, once."""
+    if not path.exists():
+        return
+    try:
+        seen = json.loads(path.read_text(encoding="utf-8")).get("results", {})
+        results = [r for r in seen.values() if isinstance(r, dict) and r.get("source") in ("hf", "civitai")
+                   and r.get("id")]
+        oldest = min((float(r.get("seen_at") or 0) for r in results), default=0.0)  # confirmed no later than that
+        store.add([{k: v for k, v in r.items() if k != "seen_at"} for r in results], now=oldest)
+        path.unlink()
+        log.info("moved %d search result(s) seen before into the model catalog", len(results))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        log.warning("the old search cache %s was not imported (%s); it is left as it was", path, exc)
 
 
 def _fetchable(file: dict) -> dict | None:
