@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from urllib.parse import urlencode
 
 import pytest
 
@@ -165,3 +166,24 @@ def test_the_app_refreshes_at_start_when_the_catalog_is_older_than_a_day(filled,
     time.sleep(0.5)
     assert len(filled.hf.log) + len(filled.civitai.log) == before and again.catalog.last_report is None
     assert again.search("orbit", live=False).results  # the catalog from before the restart
+
+
+def test_a_listing_that_never_ends_or_is_refused_is_left_and_the_rest_is_walked(filled, hub):
+    filled.civitai.faults.pages[0] = [400]  # the first Civitai listing refused outright
+    original = filled.hf._list
+
+    def looping(request):  # page two of every HF listing names itself as the next page
+        reply = original(request)
+        if request.arg("cursor"):
+            query = urlencode([(k, v) for k, values in request.query.items() for v in values])
+            reply.headers["Link"] = f'<{filled.hf.url}/api/models?{query}>; rel="next"'
+        return reply
+
+    filled.hf.routes = [(m, pattern, looping if fn == original else fn) for m, pattern, fn in filled.hf.routes]
+    report = hub.catalog.refresh(timeout=120)
+    assert any("does not end" in e for e in report["errors"]) and any("HTTP 400" in e for e in report["errors"])
+    assert report["sources"]["civitai"]["state"] == report["sources"]["hf"]["state"] == "partial"
+    assert hub.catalog.store.count("civitai") == 0 and hub.catalog.store.count("hf") == 1000  # pages one and two
+    assert hub.catalog.completed_at() is not None  # both walks ended (with their errors): no endless retrying
+    again = hub.catalog.refresh(timeout=120)  # a refused listing starts over next time (page one, not a cursor)
+    assert again["sources"]["civitai"]["state"] == "done" and hub.catalog.store.count("civitai") == CIVITAI_COUNT

@@ -34,6 +34,7 @@ HUB_NAMES = {"hf": "Hugging Face", "civitai": "Civitai"}
 DEFAULT_INTERVALS = {"hf": 0.65, "civitai": 1.0}  # seconds between requests when the hub advertises no limit
 RATE_LIMIT_TRIES = 8
 MAX_REPORTED = 20  # skipped-item reasons kept in a report (all are logged)
+MAX_PAGES = 5000   # per listing: far beyond any real one (Civitai's Wan 2.1 listing is a few hundred pages)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,9 @@ class Catalog:
                     if page.next_cursor is None:
                         stats["scopes_done"] += 1
                         break
+                    if page.next_cursor == cursor or self.store.walk(scope.key)["pages"] >= MAX_PAGES:
+                        raise HubError(f"the listing does not end (page {self.store.walk(scope.key)['pages']} "
+                                       "points to itself or past the page limit); left it there")
                     cursor = page.next_cursor
             except Interrupted:
                 stats["state"] = "interrupted"
@@ -182,7 +186,7 @@ class Catalog:
                 stats["state"] = "stopped"
                 break
             except HubError as exc:  # this listing is refused (a bad filter, a token): the others still run
-                self.store.walk_failed(scope.key, str(exc))
+                self.store.walk_failed(scope.key, str(exc), ended=True)
                 stats["errors"].append(f"{name}: {scope.key}: {exc}")
                 log.warning("catalog: %s", stats["errors"][-1])
             finally:

@@ -189,9 +189,15 @@ class CatalogStore:
                              (scope, source, now))
             return self.walk(scope)
 
-    def walk_failed(self, scope: str, error: str) -> None:
+    def walk_failed(self, scope: str, error: str, ended: bool = False) -> None:
+        """A walk stopped by `error`: kept where it stopped, to resume (the hub was away), or `ended` (the hub
+        refused this listing): counted as walked, the next refresh starts it over."""
         with self._lock:
-            self._db.execute("UPDATE walks SET error = ? WHERE scope = ?", (error, scope))
+            if ended:
+                self._db.execute("UPDATE walks SET error = ?, cursor = NULL, finished_at = ? WHERE scope = ?",
+                                 (error, time.time(), scope))
+            else:
+                self._db.execute("UPDATE walks SET error = ? WHERE scope = ?", (error, scope))
 
     def walks(self) -> list[dict]:
         with self._lock:
