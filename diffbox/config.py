@@ -11,6 +11,7 @@ One JSON file brings a user's setup back on a fresh pod:
                    "base": {"source": "hf", "id": "owner/base"},
                    "parts": {"transformer": {"source": "hf", "id": "owner/name", "file": "high.gguf"}, ...}}],
      "ui":       {"start_tab": "i2v"},
+     "prompt_library": [{"category": "camera", "name": "My push-in", "text": "slow push-in, 35mm"}],
      "tokens":   {"hf": "...", "civitai": "..."}}             # only when the user opted in
 
 `validate()` checks everything before anything is applied and raises one ConfigError naming every
@@ -18,6 +19,12 @@ bad field (`presets[2].name`, `defaults.i2v.num_frames`, ...), so a refused file
 Workflow parameters are checked against the workflow's ParamSpec when that workflow is registered;
 a workflow this build does not have yet (a newer preset, a tab still being built) is kept as it is.
 This module is pure: no Gradio, no network except read_source(), no state.
+
+`prompt_library` (the user's own prompt snippets; the shipped ones are not exported) came after version 1
+without a version bump: the key is optional and a version-1 file without it means "no snippets of your
+own", which is what it always meant, so no migration is needed. Export leaves the key out when there are
+no snippets, so such a file still imports on a diffbox from before the prompt library (which refuses
+unknown top-level keys); a bump would have made every new export unreadable there.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ MAX_NAME = 80
 MAX_DESCRIPTION = 500
 MAX_REASON = 300
 MAX_NESTING = 6
+MAX_SNIPPETS = 1000
+MAX_SNIPPET_TEXT = 2000
+PROMPT_CATEGORIES = ("style", "lighting", "camera", "character", "negative")
 
 WORKFLOW = re.compile(r"[a-z][a-z0-9_]{0,31}")
 PARAM_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -53,7 +63,8 @@ TAB_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")
 MODEL_SOURCES = ("hf", "civitai")
 TOKEN_SOURCES = ("hf", "civitai")
 INFORMATIONAL = ("exported_at", "app")  # written by export, ignored by import
-TOP_LEVEL = ("version", "defaults", "presets", "models", "variants", "ui", "tokens", *INFORMATIONAL)
+TOP_LEVEL = ("version", "defaults", "presets", "models", "variants", "ui", "tokens", "prompt_library",
+             *INFORMATIONAL)
 UI_KEYS = ("start_tab",)
 
 
@@ -80,6 +91,7 @@ class ConfigDoc:
     tokens: dict[str, str] = field(default_factory=dict)
     migrated_from: int | None = None
     notes: list[str] = field(default_factory=list)
+    prompt_library: list[dict] = field(default_factory=list)
 
 
 class _Errors(dict):
@@ -519,6 +531,55 @@ def clean_preset(raw: Any, where: str, specs: Mapping[str, ParamSpec], errors: _
             **({"description": description} if description else {})}
 
 
+SNIPPET_FIELDS = ("category", "name", "text")
+
+
+def check_snippet_text(value: Any) -> str:
+    """A prompt snippet's text: one line (it is inserted into prompt boxes, and SVI's box has a clip per line)."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be text, got {_type(value)}")
+    text = value.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    if len(text) > MAX_SNIPPET_TEXT:
+        raise ValueError(f"is too long ({len(text):,} characters, at most {MAX_SNIPPET_TEXT:,})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("must be one line without control characters (no line breaks or tabs)")
+    if not is_text(text):
+        raise ValueError("holds a lone surrogate (such as \\ud800), which is not text")
+    return text
+
+
+def clean_snippet(raw: Any, where: str, errors: _Errors) -> dict | None:
+    """A prompt-library entry of the user's: {"category", "name", "text"}."""
+    if not _object_with(raw, where, SNIPPET_FIELDS, "prompt snippet", errors):
+        return None
+    category = raw.get("category")
+    if category not in PROMPT_CATEGORIES:
+        errors.add(f"{where}.category", f"must be one of {', '.join(PROMPT_CATEGORIES)}, got {_show(category)}")
+        return None
+    for key, check in (("name", check_name), ("text", check_snippet_text)):
+        try:
+            raw = {**raw, key: check(raw.get(key))}
+        except ValueError as exc:
+            errors.add(f"{where}.{key}", str(exc))
+            return None
+    return {"category": category, "name": raw["name"], "text": raw["text"]}
+
+
+def snippet_key(snippet: dict) -> tuple[str, str]:
+    """Names are unique within a category, whatever their case."""
+    return snippet["category"], snippet["name"].casefold()
+
+
+def _clean_prompt_library(raw: Any, errors: _Errors) -> list[dict]:
+    if not isinstance(raw, list) or len(raw) > MAX_SNIPPETS:
+        errors.add("prompt_library", f"must be a list of at most {MAX_SNIPPETS} snippets, got {_type(raw)}"
+                   + (f" of {len(raw)}" if isinstance(raw, list) else ""))
+        return []
+    return _each_once(raw, "prompt_library", clean_snippet, snippet_key, errors, field=".name")
+
+
 def _clean_defaults(raw: Any, specs: Mapping[str, ParamSpec], errors: _Errors, notes: list[str]) -> dict:
     if not isinstance(raw, dict):
         errors.add("defaults", f"must be an object keyed by workflow, got {_type(raw)}")
@@ -604,11 +665,13 @@ def validate(raw: Any, specs: Mapping[str, ParamSpec]) -> ConfigDoc:
     variants = _clean_variants(doc.get("variants", []), errors)
     ui = _clean_ui(doc.get("ui", {}), errors)
     tokens = _clean_tokens(doc.get("tokens", {}), errors)
+    prompt_library = _clean_prompt_library(doc.get("prompt_library", []), errors)
     if errors:
         raise ConfigError(errors)
     if migrated_from is not None:
         notes.insert(0, f"migrated from config version {migrated_from} to {CURRENT_VERSION}")
-    return ConfigDoc(CURRENT_VERSION, defaults, presets, models, variants, ui, tokens, migrated_from, notes)
+    return ConfigDoc(CURRENT_VERSION, defaults, presets, models, variants, ui, tokens, migrated_from, notes,
+                     prompt_library)
 
 
 def load(data: bytes | str, specs: Mapping[str, ParamSpec], where: str = "file") -> ConfigDoc:

@@ -1,10 +1,11 @@
 """A pod's state ↔ a config document: export it, show what an import would change, apply it.
 
-The state a config carries lives in four places: db/preferences.json (the user's defaults per
-workflow and UI preferences, written atomically), the preset store, the library's pins, and the
-token store. Import is validate-everything-first (a refused document applies nothing), then
-apply; applying the same document twice changes nothing the second time: values already equal
-are left alone, models already in the library or already downloading are not queued again.
+The state a config carries lives in five places: db/preferences.json (the user's defaults per
+workflow and UI preferences, written atomically), the preset store, the prompt library (the user's
+snippets), the library's pins, and the token store. Import is validate-everything-first (a refused
+document applies nothing), then apply; applying the same document twice changes nothing the second
+time: values already equal are left alone, models already in the library or already downloading are
+not queued again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from diffbox import __version__
-from diffbox.config import CURRENT_VERSION, ConfigDoc, ConfigError, load, model_key
+from diffbox.config import CURRENT_VERSION, MAX_SNIPPETS, ConfigDoc, ConfigError, load, model_key, snippet_key
 from diffbox.hub import HubError
 from diffbox.hub.variants import Ref
 from diffbox.store import atomic_write_bytes
@@ -150,6 +151,9 @@ def export_document(services, include_tokens: bool = False) -> dict:
                            "defaults": defaults, "presets": presets, "models": models, "ui": preferences["ui"]}
     if services.library is not None and variants:
         doc["variants"] = variants
+    snippets = _user_snippets(services)
+    if snippets:  # left out when empty: such a file still imports on a diffbox from before the prompt library
+        doc["prompt_library"] = snippets
     if include_tokens and services.tokens is not None:
         tokens = {s: services.tokens.get(s) for s in ("hf", "civitai")}
         doc["tokens"] = {s: t for s, t in tokens.items() if t}
@@ -236,6 +240,26 @@ def _label(model: dict) -> str:
     return f"{model['source']}:{model['id']}" + (f"@{model['revision'][:12]}" if model["revision"] else "")
 
 
+def _user_snippets(services) -> list[dict]:
+    library = getattr(services, "prompt_library", None)
+    return library.user_snippets() if library is not None else []
+
+
+def _plan_snippets(services, doc: ConfigDoc) -> dict[str, list[str]]:
+    """Each snippet of the document as "category/name": added, changed (its text or the case of its name),
+    or unchanged."""
+    mine = {snippet_key(s): s for s in _user_snippets(services)}
+    plan: dict[str, list[str]] = {"added": [], "changed": [], "unchanged": []}
+    for snippet in doc.prompt_library:
+        current = mine.get(snippet_key(snippet))
+        state = "added" if current is None else "unchanged" if current == snippet else "changed"
+        plan[state].append(f"{snippet['category']}/{snippet['name']}")
+    if len(mine) + len(plan["added"]) > MAX_SNIPPETS:  # refused before anything is applied
+        raise ConfigError({"prompt_library": f"would give you {len(mine) + len(plan['added'])} snippets, at most "
+                                             f"{MAX_SNIPPETS}: delete some of yours first"})
+    return plan
+
+
 def plan_import(services, doc: ConfigDoc) -> dict:
     """What applying `doc` would change: the diff shown before applying, and the report after."""
     preferences = read_preferences(services.settings.db_dir)
@@ -279,10 +303,13 @@ def plan_import(services, doc: ConfigDoc) -> dict:
         current = services.tokens.get(source) if services.tokens else None
         if current != token:
             tokens[source] = "replaced" if current else "set"
+    snippets = _plan_snippets(services, doc)
     changes = (sum(len(v) for v in defaults.values()) + len(presets["added"]) + len(presets["changed"])
-               + len(models["download"]) + len(models["pin"]) + len(variants["added"]) + len(ui) + len(tokens))
+               + len(models["download"]) + len(models["pin"]) + len(variants["added"]) + len(ui) + len(tokens)
+               + len(snippets["added"]) + len(snippets["changed"]))
     return {"version": doc.version, "migrated_from": doc.migrated_from, "changes": changes,
-            "defaults": defaults, "presets": presets, "models": models, "download_bytes": download_bytes,
+            "defaults": defaults, "presets": presets, "prompt_library": snippets, "models": models,
+            "download_bytes": download_bytes,
             "variants": variants, "ui": ui, "tokens": tokens, "notes": list(doc.notes), "applied": False,
             "download_ids": [],
             "errors": []}
@@ -306,6 +333,10 @@ def apply(services, doc: ConfigDoc) -> dict:
     for preset in doc.presets:
         if f"{preset['workflow']}/{preset['name']}" in changed_presets:
             services.presets.save(preset)
+    changed_snippets = {*report["prompt_library"]["added"], *report["prompt_library"]["changed"]}
+    for snippet in doc.prompt_library:
+        if f"{snippet['category']}/{snippet['name']}" in changed_snippets:
+            services.prompt_library.save(snippet)
     for source, token in doc.tokens.items():
         if source in report["tokens"]:
             services.tokens.set(source, token)
@@ -404,6 +435,11 @@ def summary(report: dict) -> str:
     for what in ("added", "changed"):
         if report["presets"][what]:
             lines.append(f"- presets {what}: {', '.join(code(name) for name in report['presets'][what])}")
+    for what in ("added", "changed"):
+        names = report.get("prompt_library", {}).get(what, [])
+        if names:
+            more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+            lines.append(f"- prompt snippets {what}: {', '.join(code(name) for name in names[:20])}{more}")
     models = report["models"]
     if models["download"]:
         lines.append(f"- **download** {len(models['download'])} model(s), "

@@ -68,6 +68,7 @@ class Services:
     specs: dict[str, ParamSpec] = field(default_factory=lambda: dict(WORKFLOW_SPECS))
     hub: Any = None  # diffbox.hub.hub.ModelHub: library, downloads, tokens, search; started in start()
     presets: Any = None  # diffbox.presets.PresetStore: the user's and the shipped presets
+    prompt_library: Any = None  # diffbox.prompt_library.PromptLibrary: the user's and the shipped snippets
 
     @classmethod
     def start(cls, settings: Settings) -> "Services":
@@ -87,6 +88,8 @@ class Services:
         from diffbox.presets import PresetStore
         services.specs = apply_user_defaults(services.specs, settings.db_dir)
         services.presets = PresetStore.open(settings.db_dir, services.specs)
+        from diffbox.prompt_library import PromptLibrary
+        services.prompt_library = PromptLibrary.open(settings.db_dir)
         from diffbox.hub.hub import ModelHub  # imports huggingface_hub, which reads HF_HOME: after prepare_home
         # Scans models/ (demo models included), resumes downloads, refreshes the model catalog when it is due.
         services.hub = ModelHub.start(settings, catalog_hours=settings.catalog_hours)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from diffbox import config, portable
 from diffbox.presets import PresetStore
+from diffbox.prompt_library import PromptLibrary
 from diffbox.services import WORKFLOW_SPECS
 
 VALID = {
@@ -21,6 +22,7 @@ VALID = {
                              "files": [{"name": "a.safetensors", "size": 10, "sha256": "a" * 64}]}]}],
     "models": [{"source": "hf", "id": "owner/name", "revision": "f" * 40, "whole_repo": True, "files": []}],
     "ui": {"start_tab": "i2v"},
+    "prompt_library": [{"category": "camera", "name": "My push-in", "text": "slow push-in, 35mm lens"}],
 }
 
 NASTY = st.one_of(
@@ -80,9 +82,11 @@ def target(tmp_path_factory):
     home = tmp_path_factory.mktemp("fuzz")
     (home / "db").mkdir()
     store = PresetStore(home / "db" / "presets.json", [])
+    snippets = PromptLibrary(home / "db" / "prompt_library.json", [])
     yield SimpleNamespace(settings=SimpleNamespace(db_dir=home / "db"), specs=dict(WORKFLOW_SPECS), presets=store,
-                          library=None, downloads=None, tokens=None, home=home)
+                          prompt_library=snippets, library=None, downloads=None, tokens=None, home=home)
     store.close()
+    snippets.close()
 
 
 def state(target) -> dict:
@@ -223,11 +227,13 @@ def fresh_app(home):
     (home / "models").mkdir()
     return SimpleNamespace(settings=SimpleNamespace(db_dir=home / "db"), specs=dict(WORKFLOW_SPECS),
                            presets=PresetStore(home / "db" / "presets.json", []), tokens=None,
+                           prompt_library=PromptLibrary(home / "db" / "prompt_library.json", []),
                            library=Library(home / "models", home / "db" / "library.json"), downloads=QueuedDownloads())
 
 
 def close_app(app):
     app.presets.close()
+    app.prompt_library.close()
     app.library.close()
 
 

@@ -37,7 +37,7 @@ def test_the_cpu_torch_line_installs_the_cpu_build_and_the_pinned_version():
 
 def test_every_flag_is_documented():
     flags = [a.option_strings[0] for a in build_parser()._actions if a.option_strings and a.dest != "help"]
-    assert len(flags) == 10
+    assert len(flags) == 11
     for flag in flags:
         assert f"`{flag}" in README, flag
     for env in ("DIFFBOX_HOME", "DIFFBOX_PORT", "DIFFBOX_AUTH", "DIFFBOX_CONFIG", "HF_TOKEN", "CIVITAI_TOKEN"):

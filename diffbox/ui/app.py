@@ -26,6 +26,7 @@ from diffbox.ui.hub_api import register_hub_api
 from diffbox.ui.login_throttle import LoginThrottle
 from diffbox.ui.models_tab import build_models_tab
 from diffbox.ui.origins import OriginPolicy, guarded_lifespan, is_guarded
+from diffbox.ui.prompt_picker import all_pickers, build_prompt_library_panel, register_prompt_library_api
 from diffbox.ui.qwen_tab import build_qwen_tab
 from diffbox.ui.svi_tab import build_svi_tab
 from diffbox.ui.workflow_tab import build_workflow_tab
@@ -154,10 +155,12 @@ def build_app(services: Services) -> gr.Blocks:
                 build_models_tab(services)
             with gr.Tab("History", id="history"):
                 history = build_history_tab(services)
-            build_config_tab(services)
+            with build_config_tab(services):  # the panel for your own prompt snippets, at the tab's foot
+                build_prompt_library_panel(services, all_pickers(workflow_tabs.values()))
         register_api(services)
         register_hub_api(services)
         register_config_api(services)
+        register_prompt_library_api(services)
         for name, tab in workflow_tabs.items():
             # Model lists are re-read on every page load, so models copied in while running show up.
             if tab.refresh_outputs:

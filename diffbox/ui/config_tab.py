@@ -39,8 +39,8 @@ def build_config_tab(services: Services) -> gr.Tab:
     tabs = Context.block if isinstance(Context.block, gr.Tabs) else None
     tab_ids = [t.id for t in (tabs.children if tabs else []) if isinstance(t, gr.Tab) and isinstance(t.id, str)]
     with gr.Tab("Config", id="config") as tab:
-        gr.Markdown("Everything you set up here — your defaults, presets, pinned models and UI "
-                    "preferences — in one JSON file. Import it on a fresh pod and it all comes back; the "
+        gr.Markdown("Everything you set up here — your defaults, presets, prompt snippets, pinned models "
+                    "and UI preferences — in one JSON file. Import it on a fresh pod and it all comes back; the "
                     "pinned models download on their own. Importing the same file twice changes nothing.")
         with gr.Row(equal_height=False):
             with gr.Column():

@@ -26,6 +26,7 @@ from diffbox.ui.jobs import (GPU_EVENT, failed, follow, job_status, not_started,
                              stop_running, submit_or_explain)
 from diffbox.ui.lora_rows import LoraRows
 from diffbox.ui.presets_bar import build_presets_bar
+from diffbox.ui.prompt_picker import with_prompt_pickers
 from diffbox.ui.uploads import UploadGuard
 from diffbox.workflows.registry import WORKFLOWS
 from diffbox.workflows.workflow import Input, Output, Workflow
@@ -187,7 +188,8 @@ def build_workflow_tab(services: Services, workflow: Workflow, hooks: TabHooks |
                                                           part_id(prefix, "size-preset"), parts)
             if "loras" in spec:
                 custom["loras"] = lora_rows
-            fields = build_form(spec, custom={**custom, **(hooks.form(parts) if hooks.form else {})})
+            makers = {**custom, **(hooks.form(parts) if hooks.form else {})}
+            fields = build_form(spec, custom=with_prompt_pickers(services, spec, makers, prefix, parts))
             if hooks.under_form:
                 hooks.under_form(parts)
             finish = finish_picker(services, prefix) if offers_finish(workflow) else None
