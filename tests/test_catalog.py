@@ -187,3 +187,19 @@ def test_a_listing_that_never_ends_or_is_refused_is_left_and_the_rest_is_walked(
     assert hub.catalog.completed_at() is not None  # both walks ended (with their errors): no endless retrying
     again = hub.catalog.refresh(timeout=120)  # a refused listing starts over next time (page one, not a cursor)
     assert again["sources"]["civitai"]["state"] == "done" and hub.catalog.store.count("civitai") == CIVITAI_COUNT
+
+
+def test_a_full_disk_fails_the_refresh_with_a_sentence_and_keeps_the_catalog(filled, hub, monkeypatch):
+    import errno
+
+    hub.catalog.refresh(timeout=120)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hub.catalog.store, "add", full)
+    report = hub.catalog.refresh(timeout=120)
+    assert report["sources"]["hf"]["state"] == report["sources"]["civitai"]["state"] == "failed"
+    assert all("could not be stored" in e and "disk is full" in e for e in report["errors"]), report["errors"]
+    monkeypatch.undo()
+    assert hub.catalog.store.count() == HF_COUNT + CIVITAI_COUNT and hub.search("orbit", live=False).results

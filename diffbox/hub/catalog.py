@@ -27,6 +27,7 @@ from diffbox.hub import HubError, Interrupted, RateLimited, TransientError
 from diffbox.hub.catalog_store import CatalogStore
 from diffbox.hub.civitai import KIND_TYPES, parse_ref
 from diffbox.hub.transfer import Backoff
+from diffbox.store import describe_storage_error
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ class Catalog:
     def _run(self, future: Future, fresh_within_s: float) -> None:
         started = time.time()
         try:
-            threads = [threading.Thread(target=self._walk_source, args=(source, fresh_within_s), name=f"catalog-{source}",
-                                        daemon=True) for source in self.clients]
+            threads = [threading.Thread(target=self._walk_source, args=(source, fresh_within_s),
+                                        name=f"catalog-{source}", daemon=True) for source in self.clients]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -139,11 +140,20 @@ class Catalog:
             future.set_exception(exc)
 
     def _walk_source(self, source: str, fresh_within_s: float = 0.0) -> None:
-        client, name = self.clients[source], HUB_NAMES[source]
         todo = scopes(source)
         stats = {"state": "running", "scopes": len(todo), "scopes_done": 0, "pages": 0, "models": 0, "added": 0,
                  "updated": 0, "skipped": 0, "rate_limited": 0, "retries": 0, "waited_s": 0.0, "errors": []}
         self._progress["sources"][source] = stats
+        try:
+            self._walk_scopes(source, todo, stats, fresh_within_s)
+        except Exception as exc:  # noqa: BLE001 - a full disk, a broken store: the report says so, the app goes on
+            stats["state"] = "failed"
+            stats["errors"].append(f"{HUB_NAMES[source]}: the catalog could not be stored "
+                                   f"({describe_storage_error(exc, self.store.path.parent)}); it keeps what it had")
+            log.warning("catalog: %s", stats["errors"][-1])
+
+    def _walk_scopes(self, source: str, todo: list[Scope], stats: dict, fresh_within_s: float) -> None:
+        client, name = self.clients[source], HUB_NAMES[source]
         pace = Pace(self.intervals[source], self._stop)
         for scope in todo:
             previous = self.store.walk(scope.key)
