@@ -151,6 +151,11 @@ def test_refresh_this_model_asks_its_hub_now(filled, hub):
     repo["cardData"]["instance_prompt"] = "brandnewtrigger"
     assert hub.catalog.refresh_model("hf", repo["id"])["trained_words"] == ["brandnewtrigger"]
     assert [r["id"] for r in hub.search("brandnewtrigger", live=False).results] == [repo["id"]]
+    filled.hf.add_repo("studio/carded-lora", {"README.md": b"---\nlicense: mit\n---\n# Carded\nA quixotic orbit.\n"},
+                       tags=["lora"])
+    carded = hub.catalog.refresh_model("hf", "studio/carded-lora")  # its model card's text becomes searchable
+    assert "A quixotic orbit." in carded["description"] and "license" not in carded["description"]
+    assert [r["id"] for r in hub.search("quixotic", live=False).results] == ["studio/carded-lora"]
 
 
 def test_the_app_refreshes_at_start_when_the_catalog_is_older_than_a_day(filled, start_hub, hub_settings):

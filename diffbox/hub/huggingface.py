@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
 from huggingface_hub.hf_api import ModelInfo
 from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                     RepositoryNotFoundError, RevisionNotFoundError)
@@ -43,6 +43,7 @@ NSFW_TAG = "not-for-all-audiences"
 CATALOG_EXPAND = [*EXPAND, "cardData"]
 CATALOG_PAGE = 500
 CATALOG_TIMEOUT = 30.0
+CARD_BYTES = 64 * 1024  # of a model card's text, for the catalog's description
 # list_models retries an unreachable Hub five times with backoff (1+2+4+8+8 s); a search gives up sooner.
 SEARCH_DEADLINE_S = 8.0
 
@@ -156,11 +157,31 @@ class HuggingFace:
     # -- the catalog: one listing page at a time --------------------------------------------------
 
     def model(self, repo_id: str) -> dict:
-        """One model's catalog entry as the Hub has it now ("refresh this model")."""
+        """One model's catalog entry as the Hub has it now ("refresh this model"), with its model card's text as
+        the description (a listing carries only the card's metadata; one request per model is too many for a walk)."""
         try:
-            return self._result(self._api().model_info(repo_id, expand=CATALOG_EXPAND))
+            result = self._result(self._api().model_info(repo_id, expand=CATALOG_EXPAND))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
             raise self._explain(exc, repo_id) from None
+        card = self._card_text(repo_id)
+        if card:
+            result["description"] = " · ".join(x for x in (result["description"], card) if x)
+        return result
+
+    def _card_text(self, repo_id: str) -> str:
+        """README.md without its YAML header, or "" when there is none (or the Hub does not answer)."""
+        headers = build_hf_headers(token=self._token() or False, library_name="diffbox", library_version=__version__)
+        try:
+            response = get_session().get(hf_hub_url(repo_id, "README.md", endpoint=self.endpoint), headers=headers,
+                                         timeout=CATALOG_TIMEOUT, follow_redirects=True)
+        except (httpx.TransportError, ConnectionError, TimeoutError):
+            return ""
+        if response.status_code != 200:
+            return ""
+        text = response.content[:CARD_BYTES].decode("utf-8", "replace")
+        if text.startswith("---"):
+            text = text.split("\n---", 1)[-1] if "\n---" in text[3:] else ""
+        return text.strip()
 
     def catalog_page(self, params: list[tuple[str, str]], cursor: str | None) -> ListingPage:
         """One page of a model listing; its cursor is the next page's URL (None at the end). list_models follows the pages itself but hides where it is; a catalog walk must be able to
