@@ -208,3 +208,43 @@ def test_a_full_disk_fails_the_refresh_with_a_sentence_and_keeps_the_catalog(fil
     assert all("could not be stored" in e and "disk is full" in e for e in report["errors"]), report["errors"]
     monkeypatch.undo()
     assert hub.catalog.store.count() == HF_COUNT + CIVITAI_COUNT and hub.search("orbit", live=False).results
+
+
+def _models(count: int) -> list[dict]:
+    return [{"source": "civitai", "id": str(n), "name": f"LoRA {n}", "author": "maker", "kind": "lora",
+             "base_model": "wan2.2-i2v", "downloads": (n * 7919) % 5003, "description": f"common words w{n}x",
+             "nsfw": n % 9 == 0} for n in range(count)]
+
+
+def test_a_word_in_thousands_of_models_pages_in_the_same_order_as_a_plain_match(tmp_path, monkeypatch):
+    from diffbox.hub.catalog_store import CatalogStore
+
+    store = CatalogStore(tmp_path / "catalog.sqlite3")
+    store.add(_models(2600))
+    assert store._matches_many('"common"*')  # the downloads-index walk is the plan taken
+    walked = [store.search("common", limit=40, offset=o)[0] for o in (0, 40, 2500)]
+    monkeypatch.setattr(store, "_matches_many", lambda expression: False)  # the plain join
+    joined = [store.search("common", limit=40, offset=o)[0] for o in (0, 40, 2500)]
+    assert [[r["id"] for r in page] for page in walked] == [[r["id"] for r in page] for page in joined]
+    assert len(walked[0]) == 40 and not any(r["nsfw"] for page in walked for r in page)
+    store.close()
+
+
+def test_a_catalog_from_before_prefix_indexes_is_indexed_again_and_still_found(tmp_path):
+    import sqlite3
+
+    from diffbox.hub.catalog_store import CatalogStore
+
+    store = CatalogStore(tmp_path / "catalog.sqlite3")
+    store.add(_models(50))
+    store.close()
+    db = sqlite3.connect(tmp_path / "catalog.sqlite3")  # as the first version made it: no prefix = '2 3'
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'catalog_search'").fetchone()[0]
+    db.executescript("DROP TABLE catalog_search;" + sql.replace(", prefix = '2 3'", "") + ";"
+                     "INSERT INTO catalog_search (catalog_search) VALUES ('rebuild');")
+    db.close()
+    store = CatalogStore(tmp_path / "catalog.sqlite3")
+    assert [r["id"] for r in store.search("w17x")[0]] == ["17"] and len(store.search("comm", limit=100)[0]) == 44
+    declared = store._db.execute("SELECT sql FROM sqlite_master WHERE name = 'catalog_search'").fetchone()[0]
+    assert "prefix" in declared
+    store.close()

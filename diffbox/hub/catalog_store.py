@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS walks (
 _COLUMNS = ", ".join(TEXT_COLUMNS)
 _FTS = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS catalog_search USING fts5 ({_COLUMNS}, content='models', content_rowid='rowid',
-    tokenize = 'unicode61 remove_diacritics 2');
+    tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3');
 CREATE TRIGGER IF NOT EXISTS models_ai AFTER INSERT ON models BEGIN
     INSERT INTO catalog_search (rowid, {_COLUMNS}) VALUES (new.rowid, {', '.join('new.' + c for c in TEXT_COLUMNS)});
 END;
@@ -126,6 +126,10 @@ class CatalogStore:
         try:
             with self._lock:
                 self._db.executescript(_FTS)
+                declared = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'catalog_search'").fetchone()
+                if "prefix" not in declared[0]:  # made before it had prefix indexes: index it again (seconds)
+                    self._db.executescript("DROP TABLE catalog_search;" + _FTS +
+                                           "INSERT INTO catalog_search (catalog_search) VALUES ('rebuild');")
             return True
         except sqlite3.OperationalError as exc:
             log.warning("the model catalog has no full-text index (%s); search matches words one by one", exc)
@@ -236,32 +240,49 @@ class CatalogStore:
         return {**json.loads(record), "description": description, "cached": True, "catalogued_at": seen_at,
                 "stale": now - seen_at > STALE_AFTER_S}
 
+    def _matches_many(self, expression: str, many: int = 2000) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM catalog_search WHERE catalog_search MATCH ? "
+                                    "LIMIT ?)", (expression, many)).fetchone()[0] >= many
+
     def search(self, query: str = "", sources: list[str] | None = None, kind: str | None = None,
                base_model: str | None = None, nsfw: bool = False, sort: str = "downloads", limit: int = 30,
                offset: int = 0) -> tuple[list[dict], bool]:
         """Catalogued models matching every word of `query` (prefixes, any case, accents folded) in their name,
         creator, repo id, tags, description or trained words, best first by `sort`. Returns (results, more)."""
-        where, args, join = [], [], ""
+        where, args, access = [], [], ""
         expression = match_expression(query)
-        if expression and self.full_text:
-            join = "JOIN catalog_search ON catalog_search.rowid = m.rowid"
+        order = SORT_COLUMNS.get(sort, "downloads")
+        if expression and self.full_text and order == "downloads" and self._matches_many(expression):
+            # Walk the models most downloaded first and keep those the match holds, until the page is full,
+            # rather than fetch and sort every match: a word in 20,000 of 50,000 models takes 3 ms, not 20.
+            # (For a rare word that walk would read the whole index: fetching its few matches is quicker.)
+            access = "INDEXED BY models_by_downloads"
+            where.append("m.rowid IN (SELECT rowid FROM catalog_search WHERE catalog_search MATCH ?)")
+            args.append(expression)
+        elif expression and self.full_text:
+            access = "JOIN catalog_search ON catalog_search.rowid = m.rowid"
             where.append("catalog_search MATCH ?")
             args.append(expression)
         elif expression:
             for word in re.findall(r"\w+", query)[:MAX_QUERY_WORDS]:
                 where.append("(" + " OR ".join(f"m.{c} LIKE ?" for c in TEXT_COLUMNS) + ")")
                 args += [f"%{word}%"] * len(TEXT_COLUMNS)
+        # The filters narrow the rows but must not choose how they are found: left to itself SQLite walks every
+        # row of one base model and runs the full-text match once per row (110 ms for a common word over 50,000
+        # models), or sorts a whole hub's rows. A unary + keeps an index from being used for a filter, so the
+        # full-text match or the downloads index leads; only base model and kind together have their own.
+        filtered = "m" if not expression and kind and base_model else "+m"
         if sources:
-            where.append(f"m.source IN ({', '.join('?' * len(sources))})")
+            where.append(f"+m.source IN ({', '.join('?' * len(sources))})")
             args += sources
         for column, value in (("kind", kind), ("base_model", base_model)):
             if value:
-                where.append(f"m.{column} = ?")
+                where.append(f"{filtered}.{column} = ?")
                 args.append(value)
         if not nsfw:
             where.append("m.nsfw = 0")
-        order = SORT_COLUMNS.get(sort, "downloads")
-        sql = (f"SELECT m.record, m.description, m.seen_at FROM models m {join} "
+        sql = (f"SELECT m.record, m.description, m.seen_at FROM models m {access} "
                f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY m.{order} DESC, m.rowid LIMIT ? OFFSET ?")
         with self._lock:
             rows = self._db.execute(sql, (*args, max(0, int(limit)) + 1, max(0, int(offset)))).fetchall()
