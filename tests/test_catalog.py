@@ -248,3 +248,57 @@ def test_a_catalog_from_before_prefix_indexes_is_indexed_again_and_still_found(t
     declared = store._db.execute("SELECT sql FROM sqlite_master WHERE name = 'catalog_search'").fetchone()[0]
     assert "prefix" in declared
     store.close()
+
+
+def test_a_429_asking_for_years_stops_that_hub_at_once_and_the_other_is_walked(filled, hub):
+    filled.civitai.rate_limit = RateLimit(0, 99_999_999)  # every request refused, "come back in three years"
+    started = time.monotonic()
+    report = hub.catalog.refresh(timeout=60)
+    assert time.monotonic() - started < 30
+    assert report["sources"]["civitai"]["state"] == "stopped" and report["sources"]["hf"]["state"] == "done"
+    assert any("asked to wait 99,999,99" in e and "resumes" in e for e in report["errors"]), report["errors"]
+
+
+def test_a_hub_that_pages_forever_stops_near_its_last_complete_size(filled, hub):
+    hub.catalog.refresh(timeout=120)
+    last_pages = hub.catalog.store.walk("civitai:base:Wan Video 2.2 I2V-A14B")["pages"]  # 25 pages of 100
+    original = filled.civitai._search
+
+    def endless(request):  # past the real models: two new made-up ones per page, and always a next page
+        start = int(request.arg("cursor") or 0)
+        if start + 100 < CIVITAI_COUNT or request.arg("baseModels") != "Wan Video 2.2 I2V-A14B":
+            return original(request)
+        filled.civitai.add_listing(2, start_id=5_000_000 + start)
+        reply = original(request)
+        reply.body = reply.body.replace(b'"metadata": {}', f'"metadata": {{"nextCursor": "{start + 100}"}}'.encode())
+        return reply
+
+    filled.civitai.routes = [(m, pattern, endless if fn == original else fn) for m, pattern, fn in filled.civitai.routes]
+    report = hub.catalog.refresh(timeout=300)
+    walk = hub.catalog.store.walk("civitai:base:Wan Video 2.2 I2V-A14B")
+    assert walk["pages"] == 2 * last_pages + 50 and any("does not end" in e for e in report["errors"])
+
+
+def test_stop_keeps_what_was_stored_and_the_next_refresh_resumes(filled, start_hub, hub_settings):
+    hub = start_hub(hub_settings, catalog_intervals={"civitai": 0.3})
+    first = hub.catalog.refresh(timeout=120)
+    assert first["sources"]["civitai"]["state"] == "done"
+    future = hub.catalog.start_refresh()
+    time.sleep(1.5)
+    during = hub.catalog.progress()
+    assert during["running"] and during["completed_at"] is not None  # "last complete refresh" stays shown
+    assert hub.catalog.stop_refresh()
+    stopped = future.result(timeout=30)
+    assert stopped["sources"]["civitai"]["state"] == "stopped by you"
+    assert hub.catalog.progress()["completed_at"] is not None  # the last complete refresh still counts
+    assert not hub.catalog.stop_refresh()  # nothing running now
+
+
+def test_models_no_hub_listed_for_a_month_are_pruned_after_a_complete_walk(filled, hub):
+    old = {"source": "civitai", "id": "424242", "name": "Long gone", "kind": "lora", "base_model": "wan2.2-i2v"}
+    hub.catalog.store.add([old], now=time.time() - 31 * 86400)
+    hub.catalog.store.add([{**old, "source": "hf", "id": "gone/recently"}], now=time.time() - 2 * 86400)
+    report = hub.catalog.refresh(timeout=120)
+    assert report["sources"]["civitai"]["pruned"] == 1 and report["sources"]["hf"]["pruned"] == 0
+    assert hub.catalog.store.get("civitai", "424242") is None
+    assert hub.catalog.store.get("hf", "gone/recently")["stale"]  # kept, marked stale

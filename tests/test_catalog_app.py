@@ -109,6 +109,10 @@ def test_models_tab_search_with_the_hubs_unreachable_returns_catalogued_results(
             expect(cards).to_contain_text("catalogued")
             expect(page.locator("#hub-search-status")).to_contain_text("unreachable", timeout=30_000)
             expect(cards).to_contain_text("Civitai neon 100117")  # still there once the hubs failed
+            page.locator(".hub-card-refresh").first.click()  # "refresh this model" with its hub gone: says so
+            expect(page.locator(".toast-body").filter(has_text="cannot reach Civitai").first).to_be_visible(
+                timeout=15_000)
+            expect(cards).to_contain_text("Civitai neon 100117")  # the catalogued card stays
             box.fill("hft7k")  # an HF LoRA's trigger word (its card's instance_prompt)
             box.press("Enter")
             expect(cards).to_contain_text("wan-fog-lora-7", timeout=10_000)

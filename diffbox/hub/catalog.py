@@ -35,7 +35,10 @@ HUB_NAMES = {"hf": "Hugging Face", "civitai": "Civitai"}
 DEFAULT_INTERVALS = {"hf": 0.65, "civitai": 1.0}  # seconds between requests when the hub advertises no limit
 RATE_LIMIT_TRIES = 8
 MAX_REPORTED = 20  # skipped-item reasons kept in a report (all are logged)
-MAX_PAGES = 5000   # per listing: far beyond any real one (Civitai's Wan 2.1 listing is a few hundred pages)
+MAX_PAGES = 1000   # per listing, first walk: beyond any real one (Civitai's largest here is a few hundred pages)
+GROWTH_PAGES = 50  # a listing may grow by this many pages (and double) since its last complete walk
+MAX_WAIT_S = 300.0  # a 429 asking for longer stops that hub's part (the next refresh resumes): no years-long waits
+PRUNE_AFTER_S = 30 * 86400  # a model no walk or search has listed for a month is dropped
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,10 @@ def scopes(source: str | None = None) -> list[Scope]:
 class Pace:
     """At most one request per `interval` seconds; a hub's advertised limit replaces the default."""
 
-    def __init__(self, interval: float, stop: threading.Event):
+    def __init__(self, interval: float, halt: threading.Event, stats: dict):
         self.default = self.interval = interval
-        self.stop = stop
+        self.halt = halt
+        self.stats = stats
         self.next_at = 0.0
         self.waited = 0.0
 
@@ -74,14 +78,18 @@ class Pace:
         until = max(self.next_at, now + (seconds or 0.0))
         if until > now:
             self.waited += until - now
-            if self.stop.wait(until - now):
-                raise Interrupted("the app is stopping")
+            if until - now > 2:  # worth showing: a rate limit's wait
+                self.stats["waiting_until"] = time.time() + (until - now)
+            stopped = self.halt.wait(until - now)
+            self.stats["waiting_until"] = None
+            if stopped:
+                raise Interrupted("stopped")
         self.next_at = time.monotonic() + self.interval
 
     def learn(self, interval: float | None, wait: float | None) -> None:
         self.interval = interval * 1.05 if interval else self.default
         if wait:
-            self.next_at = max(self.next_at, time.monotonic() + wait)
+            self.next_at = max(self.next_at, time.monotonic() + min(wait, MAX_WAIT_S))
 
 
 class Catalog:
@@ -95,7 +103,8 @@ class Catalog:
         self._lock = threading.Lock()
         self._future: Future | None = None
         self._progress: dict = {}
-        self._stop = threading.Event()
+        self._stop = threading.Event()   # the app is closing
+        self._halt = threading.Event()   # the refresh under way is to stop (the app closing, or asked to)
         self.last_report: dict | None = None
 
     # -- refresh -----------------------------------------------------------------------------------
@@ -110,11 +119,20 @@ class Catalog:
             future: Future = Future()
             self._future = future
             self._progress = {"started_at": time.time(), "sources": {}}
+            self._halt = threading.Event()
         threading.Thread(target=self._run, args=(future, fresh_within_s), name="catalog-refresh", daemon=True).start()
         return future
 
     def refresh(self, timeout: float | None = None) -> dict:
         return self.start_refresh().result(timeout)
+
+    def stop_refresh(self) -> bool:
+        """Stops the refresh under way after the page in flight (what is stored stays; the next one resumes).
+        False when none was running."""
+        with self._lock:
+            running = self._future is not None and not self._future.done()
+            self._halt.set()
+        return running
 
     def _run(self, future: Future, fresh_within_s: float) -> None:
         started = time.time()
@@ -142,7 +160,8 @@ class Catalog:
     def _walk_source(self, source: str, fresh_within_s: float = 0.0) -> None:
         todo = scopes(source)
         stats = {"state": "running", "scopes": len(todo), "scopes_done": 0, "pages": 0, "models": 0, "added": 0,
-                 "updated": 0, "skipped": 0, "rate_limited": 0, "retries": 0, "waited_s": 0.0, "errors": []}
+                 "updated": 0, "pruned": 0, "skipped": 0, "rate_limited": 0, "retries": 0, "waited_s": 0.0,
+                 "waiting_until": None, "errors": []}
         self._progress["sources"][source] = stats
         try:
             self._walk_scopes(source, todo, stats, fresh_within_s)
@@ -154,12 +173,18 @@ class Catalog:
 
     def _walk_scopes(self, source: str, todo: list[Scope], stats: dict, fresh_within_s: float) -> None:
         client, name = self.clients[source], HUB_NAMES[source]
-        pace = Pace(self.intervals[source], self._stop)
+        pace = Pace(self.intervals[source], self._halt, stats)
+        started = time.time()
         for scope in todo:
             previous = self.store.walk(scope.key)
             if previous and previous["finished_at"] and time.time() - previous["finished_at"] < fresh_within_s:
                 stats["scopes_done"] += 1
                 continue
+            # A hub may not list more than its listing ever had, and then some: a broken or hostile one that
+            # pages forever stops there instead of filling the disk for hours.
+            last_complete = previous["pages"] if previous and previous["cursor"] is None and previous["finished_at"] \
+                else None
+            page_cap = MAX_PAGES if last_complete is None else min(MAX_PAGES, 2 * last_complete + GROWTH_PAGES)
             walk = self.store.start_walk(scope.key, source)
             cursor = walk["cursor"]
             if cursor:
@@ -181,12 +206,13 @@ class Catalog:
                     if page.next_cursor is None:
                         stats["scopes_done"] += 1
                         break
-                    if page.next_cursor == cursor or self.store.walk(scope.key)["pages"] >= MAX_PAGES:
-                        raise HubError(f"the listing does not end (page {self.store.walk(scope.key)['pages']} "
-                                       "points to itself or past the page limit); left it there")
+                    pages = self.store.walk(scope.key)["pages"]
+                    if page.next_cursor == cursor or pages >= page_cap:
+                        raise HubError(f"the listing does not end (page {pages} points to itself or past "
+                                       f"{page_cap} pages); left it there")
                     cursor = page.next_cursor
             except Interrupted:
-                stats["state"] = "interrupted"
+                stats["state"] = "interrupted" if self._stop.is_set() else "stopped by you"
                 break
             except TransientError as exc:  # the hub stays away: stop here, the next refresh resumes
                 self.store.walk_failed(scope.key, str(exc))
@@ -203,6 +229,8 @@ class Catalog:
                 stats["waited_s"] = round(pace.waited, 2)
         if stats["state"] == "running":
             stats["state"] = "done" if stats["scopes_done"] == stats["scopes"] else "partial"
+        if stats["state"] == "done":  # every listing walked: what none listed for a month is gone from the hub
+            stats["pruned"] = self.store.prune(source, PRUNE_AFTER_S, now=started)
 
     def _fetch(self, client, scope: Scope, cursor: str | None, pace: Pace, stats: dict):
         failures = limited = 0
@@ -217,6 +245,9 @@ class Catalog:
                 if limited > self.rate_limit_tries:
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else self.backoff.delay(limited)
+                if delay > MAX_WAIT_S:
+                    raise TransientError(f"{exc} and asked to wait {delay:,.0f} s; stopped (at most "
+                                         f"{MAX_WAIT_S:.0f} s is waited)") from None
                 log.info("catalog: %s; waiting %.1f s", exc, delay)
                 continue
             except TransientError as exc:
@@ -279,6 +310,7 @@ class Catalog:
 
     def close(self) -> None:
         self._stop.set()
+        self._halt.set()
         future = self._future
         if future is not None:
             try:

@@ -28,6 +28,7 @@ TEXT_COLUMNS = ("name", "author", "ident", "tags", "description", "trained_words
 SORT_COLUMNS = {"downloads": "downloads", "likes": "rating", "rating": "rating", "newest": "updated",
                 "updated": "updated", "trending": "downloads"}
 MAX_DESCRIPTION = 4000
+MAX_WORD = 200  # of one tag or trained word: they are words, a longer one is a stranger's essay
 MAX_QUERY_WORDS = 12
 
 _SCHEMA = f"""
@@ -86,8 +87,8 @@ def _row(result: dict) -> dict:
     return {
         "source": str(result["source"]), "id": str(result["id"]), "name": str(result.get("name") or ""),
         "author": str(result.get("author") or ""), "ident": str(result["id"]).replace("/", " "),
-        "tags": " ".join(str(t) for t in result.get("tags") or []), "description": description,
-        "trained_words": " ".join(str(w) for w in result.get("trained_words") or []),
+        "tags": " ".join(str(t)[:MAX_WORD] for t in result.get("tags") or []), "description": description,
+        "trained_words": " ".join(str(w)[:MAX_WORD] for w in result.get("trained_words") or []),
         "kind": str(result.get("kind") or "other"), "base_model": str(result.get("base_model") or "unknown"),
         "nsfw": int(bool(result.get("nsfw"))), "downloads": int(result.get("downloads") or 0),
         "rating": int(result.get("rating") or 0), "updated": str(result.get("updated") or ""), "record": text,
@@ -161,9 +162,9 @@ class CatalogStore:
                     else:
                         self._db.execute("UPDATE models SET seen_at = ? WHERE rowid = ?", (now, old[0]))
                 if scope is not None:
-                    self._db.execute("UPDATE walks SET cursor = ?, pages = pages + 1, finished_at = ?, error = NULL "
-                                     "WHERE scope = ?", (None if finished else cursor, now if finished else None,
-                                                         scope))
+                    self._db.execute("UPDATE walks SET cursor = ?, pages = pages + 1, error = NULL, "
+                                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE scope = ?",
+                                     (None if finished else cursor, finished, now, scope))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -181,16 +182,16 @@ class CatalogStore:
             if row else None
 
     def start_walk(self, scope: str, source: str, now: float | None = None) -> dict:
-        """The walk of `scope` to run now: the unfinished one where it stopped, else a new one from page one."""
+        """The walk of `scope` to run now: the unfinished one where it stopped, else a new one from page one.
+        `finished_at` keeps the time the scope was last walked to its end until this walk gets there."""
         now = time.time() if now is None else now
         with self._lock:
             current = self.walk(scope)
-            if current and current["cursor"] is not None and current["finished_at"] is None:
+            if current and current["cursor"] is not None:
                 return current
             self._db.execute("INSERT INTO walks (scope, source, cursor, pages, started_at, finished_at) "
                              "VALUES (?, ?, NULL, 0, ?, NULL) ON CONFLICT (scope) DO UPDATE SET cursor = NULL, "
-                             "pages = 0, started_at = excluded.started_at, finished_at = NULL, error = NULL",
-                             (scope, source, now))
+                             "pages = 0, started_at = excluded.started_at, error = NULL", (scope, source, now))
             return self.walk(scope)
 
     def walk_failed(self, scope: str, error: str, ended: bool = False) -> None:
@@ -210,8 +211,7 @@ class CatalogStore:
 
     def completed_at(self, scopes: list[str]) -> float | None:
         """When every one of `scopes` had last been walked to its end (the oldest of them); None if one never was.
-        A walk under way keeps the time its previous run completed out of this (it starts over), so a catalog
-        being refreshed reads as due until it is done."""
+        A refresh under way leaves it as it was until its walks get to their ends."""
         times = []
         for scope in scopes:
             walk = self.walk(scope)
@@ -219,6 +219,13 @@ class CatalogStore:
                 return None
             times.append(walk["finished_at"])
         return min(times) if times else None
+
+    def prune(self, source: str, unseen_for_s: float, now: float | None = None) -> int:
+        """Deletes the models of `source` no hub answer has listed for `unseen_for_s` (gone from the hub, or
+        junk a broken hub once listed): the catalog does not grow without end."""
+        cutoff = (time.time() if now is None else now) - unseen_for_s
+        with self._lock:
+            return self._db.execute("DELETE FROM models WHERE source = ? AND seen_at < ?", (source, cutoff)).rowcount
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Hugging Face: search with HfApi.list_models, plan from model_info, download with hf_hub_download.
+"""Hugging Face: search and catalog walks over the /api/models listing, plan from model_info, download with
+hf_hub_download.
 
 The endpoint comes from HF_ENDPOINT (read when the app starts, passed explicitly as `endpoint=`),
 which is how tests point this at a local fake Hub. Transfers are huggingface_hub's own (hf_xet
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # The model-tree tags (base_model:adapter:<repo>) a search filters on, per base model.
 BASE_MODEL_REPOS = {b.key: b.hf_repo for b in BASES}
-SORTS = {"downloads": "downloads", "likes": "likes", "newest": "created_at", "updated": "last_modified",
-         "trending": "trending_score"}
+SORTS = {"downloads": "downloads", "likes": "likes", "newest": "createdAt", "updated": "lastModified",
+         "trending": "trendingScore"}  # the API's names (list_models' created_at etc. map to these)
 EXPAND = ["author", "downloads", "likes", "tags", "pipeline_tag", "library_name", "lastModified", "usedStorage",
           "sha"]
 NSFW_TAG = "not-for-all-audiences"
@@ -44,7 +44,8 @@ CATALOG_EXPAND = [*EXPAND, "cardData"]
 CATALOG_PAGE = 500
 CATALOG_TIMEOUT = 30.0
 CARD_BYTES = 64 * 1024  # of a model card's text, for the catalog's description
-# list_models retries an unreachable Hub five times with backoff (1+2+4+8+8 s); a search gives up sooner.
+# A live search waits this long for the Hub, then the catalog answers alone (no retries: list_models would
+# retry an unreachable Hub five times, 1+2+4+8+8 s).
 SEARCH_DEADLINE_S = 8.0
 
 
@@ -104,35 +105,45 @@ class HuggingFace:
     # -- search ---------------------------------------------------------------------------------
 
     def search(self, query: str, kind: str, base_model: str, sort: str, nsfw: bool, limit: int = 30) -> list[dict]:
+        """One page of the Hub's model listing for a query. No retries (list_models retries an unreachable Hub
+        for ~23 s): within the deadline or not at all, the catalog answers meanwhile."""
         if kind == "upscaler":
             return []  # the Hub has no tag for them; the catalog lists Civitai's
-        filters = []
+        params = [("search", query)] if query else []
         repo = BASE_MODEL_REPOS.get(base_model)
         if repo:
             relation = {"lora": "adapter:", "checkpoint": "finetune:"}.get(kind, "")
-            filters.append(f"base_model:{relation}{repo}")
+            params.append(("filter", f"base_model:{relation}{repo}"))
         if kind in ("lora", "controlnet", "diffusers") and not (kind == "lora" and repo):
-            filters.append(kind)
-        outcome: dict = {}
-
-        def fetch() -> None:  # in a thread of its own, so that the search can stop waiting for it
-            try:
-                outcome["found"] = list(self._api().list_models(
-                    search=query or None, filter=filters or None, sort=SORTS.get(sort, "downloads"), limit=limit,
-                    expand=EXPAND))
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=fetch, name="hf-search", daemon=True)
-        worker.start()
-        worker.join(self.search_deadline_s)
-        if worker.is_alive():
-            raise TransientError(f"Hugging Face at {self.endpoint} did not answer within "
-                                 f"{self.search_deadline_s:g} s")
-        if "error" in outcome:
-            raise self._explain(outcome["error"], "the search") from None
-        results = [self._result(m) for m in outcome["found"]]
+            params.append(("filter", kind))
+        params += [("sort", SORTS.get(sort, "downloads")), *(("expand", e) for e in EXPAND), ("limit", str(limit))]
+        response = self._listing(f"{self.endpoint}/api/models", params, self.search_deadline_s, "the search")
+        try:
+            items = response.json()
+            results = [self._result(ModelInfo(**item)) for item in items]
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise TransientError(f"Hugging Face answered a search this app cannot read ({type(exc).__name__})") \
+                from None
         return [r for r in results if nsfw or not r["nsfw"]]
+
+    def _listing(self, url: str, params, timeout: float, what: str):
+        """GET a model listing: the response, or a TransientError / RateLimited / HubError sentence."""
+        headers = build_hf_headers(token=self._token() or False, library_name="diffbox", library_version=__version__)
+        try:
+            response = get_session().get(url, params=params, headers=headers, timeout=timeout)
+        except httpx.TimeoutException:
+            raise TransientError(f"Hugging Face at {self.endpoint} did not answer within {timeout:g} s") from None
+        except (httpx.TransportError, ConnectionError, TimeoutError) as exc:
+            raise TransientError(f"cannot reach Hugging Face at {self.endpoint} ({type(exc).__name__})") from None
+        if response.status_code == 429:
+            limit = parse_ratelimit_headers(response.headers)
+            raise RateLimited("Hugging Face answered HTTP 429 (rate limit)",
+                              retry_after(response.headers, limit.reset_in_seconds if limit else None))
+        try:
+            hf_raise_for_status(response)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
+            raise self._explain(exc, what) from None
+        return response
 
     def _result(self, info) -> dict:
         tags = list(info.tags or [])
@@ -149,8 +160,8 @@ class HuggingFace:
             "kind": _kind_from_tags(tags, info.library_name), "thumbnail": None, "nsfw": NSFW_TAG in tags,
             "url": f"{self.endpoint}/{info.id}", "files": [],
             "updated": info.last_modified.isoformat() if info.last_modified else "",
-            "tags": [t for t in tags if ":" not in t][:40],  # the words, not the model-tree and license tags
-            "trained_words": [trained] if isinstance(trained, str) and trained.strip() else [],
+            "tags": [t[:200] for t in tags if ":" not in t][:40],  # the words, not the model-tree and license tags
+            "trained_words": [trained[:200]] if isinstance(trained, str) and trained.strip() else [],
             "description": " · ".join(examples[:10]),
         }
 
@@ -191,19 +202,7 @@ class HuggingFace:
         if cursor and not url.startswith(self.endpoint + "/"):
             raise HubError(f"refused a next-page link outside {self.endpoint}")
         query = None if cursor else [*params, *(("expand", e) for e in CATALOG_EXPAND), ("limit", str(CATALOG_PAGE))]
-        headers = build_hf_headers(token=self._token() or False, library_name="diffbox", library_version=__version__)
-        try:
-            response = get_session().get(url, params=query, headers=headers, timeout=CATALOG_TIMEOUT)
-        except (httpx.TransportError, ConnectionError, TimeoutError) as exc:
-            raise TransientError(f"cannot reach Hugging Face at {self.endpoint} ({type(exc).__name__})") from None
-        if response.status_code == 429:
-            limit = parse_ratelimit_headers(response.headers)
-            raise RateLimited("Hugging Face answered HTTP 429 (rate limit)",
-                              retry_after(response.headers, limit.reset_in_seconds if limit else None))
-        try:
-            hf_raise_for_status(response)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
-            raise self._explain(exc, "the catalog listing") from None
+        response = self._listing(url, query, CATALOG_TIMEOUT, "the catalog listing")
         next_url = response.links.get("next", {}).get("url")
         try:
             items = response.json()

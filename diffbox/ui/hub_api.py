@@ -1,7 +1,7 @@
 """The model hub's scriptable API (gradio_client), named as in README's API section.
 
     /models_search(query, source, kind, base_model, sort, nsfw, live) → list of result dicts
-    /catalog_refresh() → the refresh report; /catalog_status() → size, age, progress
+    /catalog_refresh() → the refresh report; /catalog_stop(); /catalog_status() → size, age, progress
     /catalog_refresh_model(source, model_id) → the model's fresh catalog entry
     /download(source, model_id, file) → download id
     /downloads() → list of {id, file, bytes_done, bytes_total, state, error, ...}
@@ -110,6 +110,11 @@ def register_hub_api(services: Services) -> None:
         {sources: {hf: {...}, civitai: {...}}, models, added, updated, errors}. Minutes on the real hubs."""
         return hub.catalog.refresh()
 
+    def catalog_stop() -> bool:
+        """Stop the catalog refresh under way after the page in flight (the next one resumes there); false when
+        none was running."""
+        return hub.catalog.stop_refresh()
+
     def catalog_status() -> dict:
         """The catalog's size, when it was last complete (completed_at, epoch seconds) and a refresh's progress."""
         return hub.catalog.progress()
@@ -133,5 +138,5 @@ def register_hub_api(services: Services) -> None:
             return hub.downloads.retry(download_id)
 
     for fn in (models_search, download, downloads, library, variants, pin, cancel_download, retry_download,
-               catalog_refresh, catalog_status, catalog_refresh_model):
+               catalog_refresh, catalog_stop, catalog_status, catalog_refresh_model):
         gr.api(fn, api_name=fn.__name__, **LIGHT)

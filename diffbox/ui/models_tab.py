@@ -55,7 +55,8 @@ def card_html(result: dict) -> str:
     title = f'<a href="{e(link)}" target="_blank" rel="noopener">{e(result["name"])}</a>' if link else e(result["name"])
     badges = " · ".join(x for x in [
         "Hugging Face" if result["source"] == "hf" else "Civitai", e(result.get("kind")),
-        e(result.get("base_model_label") or result.get("base_model")),
+        e(result.get("base_model_label") or getattr(base_models.BY_KEY.get(result.get("base_model")), "label", "")
+          or result.get("base_model")),
         "in library" if result.get("in_library") else "", "pinned" if result.get("pinned") else "",
         catalogued_badge(result)] if x)
     about = str(result.get("description") or "")
@@ -70,11 +71,17 @@ def ago(timestamp: float | None) -> str:
     if not timestamp:
         return "never"
     seconds = max(0.0, time.time() - timestamp)
-    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+    if seconds >= 3 * 86400:
+        return f"{int(seconds // 86400)} days ago"
+    for unit, size in (("h", 3600), ("min", 60)):
         if seconds >= size:
-            count = int(seconds // size)
-            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+            return f"{int(seconds // size)} {unit} ago"
     return "just now"
+
+
+CATALOGUED = ("from the local catalog (answers at once, offline too); the hub's own answer, when it comes, "
+              "replaces it")
+STALE = "no catalog refresh has confirmed it for 36 hours: the hub was unreachable, or the model is gone"
 
 
 def catalogued_badge(result: dict) -> str:
@@ -82,22 +89,29 @@ def catalogued_badge(result: dict) -> str:
     if not result.get("cached"):
         return ""
     if result.get("stale"):
-        return f"catalogued · stale, last confirmed {ago(result.get('catalogued_at'))}"
-    return "catalogued"
+        return (f'<span title="{html.escape(STALE)}">catalogued · stale, last confirmed '
+                f'{ago(result.get("catalogued_at"))}</span>')
+    return f'<span title="{html.escape(CATALOGUED)}">catalogued</span>'
 
 
 def catalog_line(progress: dict) -> str:
-    """The catalog's state in one line: its size and age, or how far a refresh has got."""
-    line = f"**Model catalog:** {progress['models']:,} models · refreshed {ago(progress['completed_at'])}"
+    """The catalog's state in one line: its size and age, and how far a refresh under way has got."""
+    line = f"**Model catalog:** {progress['models']:,} models · last complete refresh {ago(progress['completed_at'])}"
     if progress["running"]:
-        parts = [f"{'Hugging Face' if source == 'hf' else 'Civitai'} {stats['scopes_done']}/{stats['scopes']} "
-                 f"listings, {stats['models']:,} models ({stats['state']})"
-                 for source, stats in progress["sources"].items()]
-        return f"{line} · **refreshing:** " + "; ".join(parts)
+        parts = []
+        for source, stats in progress["sources"].items():
+            part = (f"{'Hugging Face' if source == 'hf' else 'Civitai'} {stats['scopes_done']}/{stats['scopes']} "
+                    f"listings, {stats['models']:,} models")
+            if stats.get("waiting_until"):
+                part += f", waiting {max(0, int(stats['waiting_until'] - time.time()))} s for its rate limit"
+            parts.append(part)
+        return f"{line} · **refreshing now:** " + "; ".join(parts)
     report = progress.get("last_report")
     if report and report["errors"]:
+        shown = "; ".join(md(e) for e in report["errors"][:2])
+        more = f" (and {len(report['errors']) - 2} more in the log)" if len(report["errors"]) > 2 else ""
         return (f"{line} · last refresh: {report['added']:,} added, {report['updated']:,} updated, "
-                f"{len(report['errors'])} problem(s): {md(report['errors'][0])}")
+                f"{len(report['errors'])} problem(s): {shown}{more}")
     if report:
         return f"{line} · last refresh: {report['added']:,} added, {report['updated']:,} updated"
     return line
@@ -144,6 +158,7 @@ def _search_panel(services: Services) -> None:
     with gr.Row():
         catalog = gr.Markdown(lambda: catalog_line(hub.catalog.progress()), elem_id="hub-catalog-status")
         refresh = gr.Button("Refresh catalog", size="sm", scale=0, elem_id="hub-catalog-refresh")
+        halt = gr.Button("Stop refresh", size="sm", scale=0, elem_id="hub-catalog-stop")
     ticker = gr.Timer(2.0)
     with gr.Row():
         query = gr.Textbox(label="Search", placeholder="e.g. camera motion, lightx2v, anime style",
@@ -158,7 +173,7 @@ def _search_panel(services: Services) -> None:
     status = gr.Markdown(elem_id="hub-search-status")
     results = gr.State([])
     cursors = gr.State({})
-    more = gr.Button("Load more", visible=False, elem_id="hub-more")
+    more = gr.Button("Load more", visible=False, elem_id="hub-more", render=False)  # drawn below the cards
 
     def merged(previous, page_results):
         seen = {(r["source"], r["id"]) for r in previous or []}
@@ -175,7 +190,7 @@ def _search_panel(services: Services) -> None:
                 continue
             found = merged(previous, page.results)
             notes = " ".join(page.notes)
-            line = f"{len(found)} result(s)" + ("" if live else " from the catalog; asking the hubs…") + ". " + (
+            line = f"{len(found)} result(s)" + ("." if live else " from the catalog; asking the hubs…") + " " + (
                 md(notes) if notes else "")
             yield found, page.cursors, line.strip(), gr.update(visible=any(page.cursors.values()))
 
@@ -193,7 +208,15 @@ def _search_panel(services: Services) -> None:
     search.click(run, inputs, outputs, api_name="ui_hub_search", **searching)
     query.submit(run, inputs, outputs, api_name="ui_hub_search_enter", **searching)
     more.click(run_more, [*inputs, results, cursors], outputs, api_name="ui_hub_more", **searching)
+
+    def stop_refresh():
+        if hub.catalog.stop_refresh():
+            gr.Info("Stopping the catalog refresh after the page in flight; the next refresh resumes there.")
+        return catalog_line(hub.catalog.progress())
+
     refresh.click(start_refresh, None, catalog, api_name="ui_hub_catalog_refresh", **PRIVATE)
+    halt.click(stop_refresh, None, catalog, api_name="ui_hub_catalog_stop", api_visibility="private",
+               concurrency_limit=None)
     ticker.tick(lambda: catalog_line(hub.catalog.progress()), None, catalog, api_name="ui_hub_catalog_tick",
                 show_progress="hidden", **PRIVATE)
 
@@ -253,7 +276,11 @@ def _search_panel(services: Services) -> None:
 
                     fetch.click(start, file_input, status, api_visibility="private", queue=False)
                     pin.click(toggle, results, results, api_visibility="private", queue=False)
-                    renew.click(renew_one, results, results, api_visibility="private", queue=False)
+                    # Queued: its toast (done, or why not) must reach the page, and unqueued events' do not.
+                    renew.click(renew_one, results, results, api_visibility="private", concurrency_limit=None,
+                                show_progress="minimal")
+
+    more.render()
 
 
 def _downloads_panel(services: Services) -> None:
