@@ -131,13 +131,27 @@ def test_retry_after_a_discarded_repo_download_fetches_everything_again(hub, fak
 
 
 def test_an_unreachable_hub_makes_a_search_give_up_at_its_deadline_not_after_the_retries():
-    """huggingface_hub retries list_models five times with backoff (~23 s with nothing listening)."""
+    """list_models would retry five times with backoff (~23 s with nothing listening); a search asks once."""
+    import socket
+    import threading
+
     from diffbox.hub import TransientError
     from diffbox.hub.huggingface import SEARCH_DEADLINE_S, HuggingFace
 
     assert SEARCH_DEADLINE_S <= 10
     offline = HuggingFace("http://127.0.0.1:9", lambda: None, search_deadline_s=0.5)  # nothing listens there
     started = time.monotonic()
-    with pytest.raises(TransientError, match="did not answer within 0.5 s"):
+    with pytest.raises(TransientError, match="cannot reach Hugging Face"):
         offline.search("orbit", "lora", "any", "downloads", False)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 2
+    silent = socket.socket()  # accepts the connection and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    held = []
+    threading.Thread(target=lambda: held.append(silent.accept()), daemon=True).start()
+    mute = HuggingFace(f"http://127.0.0.1:{silent.getsockname()[1]}", lambda: None, search_deadline_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="did not answer within 0.5 s"):
+        mute.search("orbit", "lora", "any", "downloads", False)
+    assert time.monotonic() - started < 2
+    silent.close()
