@@ -219,6 +219,18 @@ def migrate(doc: dict) -> tuple[dict, int | None]:
 # ---------------------------------------------------------------------------------------------
 
 
+# Invisible characters that reorder or hide text (bidi overrides and isolates, direction marks, zero-width
+# space, word joiner, BOM): a name holding one can pass for another ("Slow dolly-in" written backwards behind
+# a right-to-left override). Joiners (ZWJ/ZWNJ), which emoji and several scripts need, stay allowed.
+HIDDEN = re.compile("[\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+
+
+def check_visible(text: str) -> None:
+    if HIDDEN.search(text):
+        raise ValueError(f"holds an invisible character that hides or reorders text "
+                         f"(U+{ord(HIDDEN.search(text).group()):04X}); type it without")
+
+
 def check_name(value: Any) -> str:
     """A preset name: shown in dropdowns and used as a key, so short, printable and path-free."""
     if not isinstance(value, str):
@@ -234,6 +246,7 @@ def check_name(value: Any) -> str:
         raise ValueError("holds a lone surrogate (such as \\ud800), which is not text")
     if "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"must not contain / or \\ or be . or .. (got {_show(name)})")
+    check_visible(name)
     return name
 
 
@@ -547,6 +560,7 @@ def check_snippet_text(value: Any) -> str:
         raise ValueError("must be one line without control characters (no line breaks or tabs)")
     if not is_text(text):
         raise ValueError("holds a lone surrogate (such as \\ud800), which is not text")
+    check_visible(text)
     return text
 
 

@@ -99,6 +99,10 @@ def test_rename_moves_your_snippet_and_a_rename_onto_another_name_keeps_one(libr
     ({"category": "camera", "name": "a", "text": ""}, "snippet.text: must not be empty"),
     ({"category": "camera", "name": "a", "text": 5}, "snippet.text: must be text, got a number"),
     ({"category": "camera", "name": "a", "text": "x", "color": 1}, "snippet.color: is not a prompt snippet field"),
+    # A right-to-left override shows "Slow dolly-in" for this name: a look-alike of a shipped snippet.
+    ({"category": "negative", "name": "\u202eni-yllod wolS", "text": "x"}, "snippet.name: holds an invisible "
+                                                                          "character that hides or reorders text"),
+    ({"category": "camera", "name": "a", "text": "slow\u200bpush"}, "snippet.text: holds an invisible character"),
 ])
 def test_bad_input_is_refused_with_a_sentence_naming_the_field_and_nothing_is_written(library, tmp_path, entry,
                                                                                       message):
