@@ -93,3 +93,20 @@ def test_the_base_model_vocabulary_is_the_hub_clients_and_the_library_s():
 
     assert tuple(huggingface.BASE_MODEL_REPOS) == tuple(civitai.BASE_MODEL_STRINGS) == BASE_MODELS
     assert library.BASE_MODELS is BASE_MODELS
+
+
+def test_every_tab_re_reads_its_model_pickers_on_page_load_one_update_per_picker(services):
+    """Gradio takes a list returned for ONE output as its value: Upscale's only picker once got [update]."""
+    from diffbox.ui.app import build_app
+
+    app = build_app(services)
+    loads = {fn.api_name: fn for fn in app.fns.values() if str(fn.api_name).startswith("ui_refresh_")}
+    assert {"ui_refresh_i2v_models", "ui_refresh_upscale_models"} <= set(loads)
+    for name, fn in loads.items():
+        updates = fn.fn()
+        if len(fn.outputs) == 1:
+            assert isinstance(updates, gr.Dropdown), (name, updates)
+        else:
+            assert len(updates) == len(fn.outputs) and all(isinstance(u, gr.Dropdown) for u in updates), name
+    upscale = loads["ui_refresh_upscale_models"].fn()
+    assert [value for _, value in upscale.choices] == [m.name for m in services.models("upscale")]

@@ -4,6 +4,8 @@ launch(): what it serves, to whom, and how much it accepts."""
 from __future__ import annotations
 
 import os
+from functools import partial
+from typing import Callable
 
 import gradio as gr
 from fastapi import Request
@@ -98,6 +100,13 @@ def launch(app: gr.Blocks, settings: Settings, auth: tuple[str, str] | None, aut
     return fastapi_app, local_url, share_url
 
 
+def _updates_for(updates: Callable[[], list], outputs: int):
+    """Gradio takes a list returned for ONE output as that output's value: a tab with a single picker (Upscale's
+    model) would get a list holding an update instead of the update, and never see a new model."""
+    values = updates()
+    return values[0] if outputs == 1 else values
+
+
 def add_health_route(fastapi_app, services: Services) -> None:
     """GET /health answers anyone (load balancers, scripts); the job list, whose ids are output folder
     names, only a caller who may read the history: no login is required, or the request carries one."""
@@ -164,8 +173,9 @@ def build_app(services: Services) -> gr.Blocks:
         for name, tab in workflow_tabs.items():
             # Model lists are re-read on every page load, so models copied in while running show up.
             if tab.refresh_outputs:
-                app.load(tab.refresh_choices, None, tab.refresh_outputs, api_name=f"ui_refresh_{name}_models",
-                         api_visibility="private", queue=False)
+                app.load(partial(_updates_for, tab.refresh_choices, len(tab.refresh_outputs)), None,
+                         tab.refresh_outputs, api_name=f"ui_refresh_{name}_models", api_visibility="private",
+                         queue=False)
 
         def use_job_settings(record):
             """Refills the form of the job's workflow, component by component (the others are left alone)."""
