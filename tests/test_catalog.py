@@ -302,3 +302,15 @@ def test_models_no_hub_listed_for_a_month_are_pruned_after_a_complete_walk(fille
     assert report["sources"]["civitai"]["pruned"] == 1 and report["sources"]["hf"]["pruned"] == 0
     assert hub.catalog.store.get("civitai", "424242") is None
     assert hub.catalog.store.get("hf", "gone/recently")["stale"]  # kept, marked stale
+
+
+def test_search_folds_case_accents_and_full_width_letters(tmp_path):
+    from diffbox.hub.catalog_store import CatalogStore
+
+    store = CatalogStore(tmp_path / "catalog.sqlite3")
+    store.add([{"source": "civitai", "id": "1", "name": "ＯＲＢＩＴ Café shot", "kind": "lora"},
+               {"source": "civitai", "id": "2", "name": "plain dolly", "kind": "lora"}])
+    for query in ("orbit", "ｏｒｂｉｔ", "CAFE", "café", "orb caf"):
+        assert [r["id"] for r in store.search(query)[0]] == ["1"], query
+    assert [r["id"] for r in store.search("ｄｏｌｌｙ")[0]] == ["2"]
+    store.close()

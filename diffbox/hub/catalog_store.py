@@ -19,6 +19,7 @@ import re
 import sqlite3
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,12 @@ END;
 """
 
 
+def folded(text: str) -> str:
+    """Compatibility forms folded (NFKC: full-width "ｏｒｂｉｔ" is "orbit", "ﬁ" is "fi"), for the index and the query
+    alike; the tokenizer folds case and accents."""
+    return unicodedata.normalize("NFKC", text)
+
+
 def plain_text(html: str | None) -> str:
     """A description as words: Civitai's are HTML."""
     text = re.sub(r"<[^>]+>", " ", str(html or ""))
@@ -74,7 +81,7 @@ def plain_text(html: str | None) -> str:
 def match_expression(query: str) -> str | None:
     """A search box's words as an FTS5 expression: every word must appear, each as a prefix ("orb" finds
     "orbit"), punctuation ignored, so nothing a user types is an FTS5 syntax error."""
-    words = re.findall(r"\w+", str(query or ""))[:MAX_QUERY_WORDS]
+    words = re.findall(r"\w+", folded(str(query or "")))[:MAX_QUERY_WORDS]
     return " ".join(f'"{w}"*' for w in words) or None
 
 
@@ -85,10 +92,11 @@ def _row(result: dict) -> dict:
     text = json.dumps(record, sort_keys=True, ensure_ascii=False)
     description = plain_text(result.get("description"))
     return {
-        "source": str(result["source"]), "id": str(result["id"]), "name": str(result.get("name") or ""),
-        "author": str(result.get("author") or ""), "ident": str(result["id"]).replace("/", " "),
-        "tags": " ".join(str(t)[:MAX_WORD] for t in result.get("tags") or []), "description": description,
-        "trained_words": " ".join(str(w)[:MAX_WORD] for w in result.get("trained_words") or []),
+        "source": str(result["source"]), "id": str(result["id"]), "name": folded(str(result.get("name") or "")),
+        "author": folded(str(result.get("author") or "")), "ident": str(result["id"]).replace("/", " "),
+        "tags": folded(" ".join(str(t)[:MAX_WORD] for t in result.get("tags") or [])),
+        "description": folded(description),
+        "trained_words": folded(" ".join(str(w)[:MAX_WORD] for w in result.get("trained_words") or [])),
         "kind": str(result.get("kind") or "other"), "base_model": str(result.get("base_model") or "unknown"),
         "nsfw": int(bool(result.get("nsfw"))), "downloads": int(result.get("downloads") or 0),
         "rating": int(result.get("rating") or 0), "updated": str(result.get("updated") or ""), "record": text,
@@ -272,7 +280,7 @@ class CatalogStore:
             where.append("catalog_search MATCH ?")
             args.append(expression)
         elif expression:
-            for word in re.findall(r"\w+", query)[:MAX_QUERY_WORDS]:
+            for word in re.findall(r"\w+", folded(query))[:MAX_QUERY_WORDS]:
                 where.append("(" + " OR ".join(f"m.{c} LIKE ?" for c in TEXT_COLUMNS) + ")")
                 args += [f"%{word}%"] * len(TEXT_COLUMNS)
         # The filters narrow the rows but must not choose how they are found: left to itself SQLite walks every
