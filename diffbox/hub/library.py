@@ -46,7 +46,7 @@ def normalise_source(source: str) -> str:
     try:
         return SOURCE_ALIASES[str(source).strip().lower()]
     except KeyError:
-        raise ValueError(f"unknown source {source!r}; use hf or civitai") from None
+        raise ValueError(f"source: unknown source {str(source)[:40]!r}; use hf or civitai") from None
 
 
 @dataclass(frozen=True)

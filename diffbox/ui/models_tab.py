@@ -233,10 +233,10 @@ def _search_panel(services: Services) -> None:
                     if result["source"] == "civitai" and len(names) > 1:
                         file_input = gr.Dropdown(names, value=names[0], label="File", show_label=False)
                     elif result["source"] == "hf":
-                        file_input = gr.Textbox(placeholder="file in the repo (empty: whole repo or its only "
-                                                "weights file)", show_label=False, container=False)
+                        file_input = gr.Textbox(label="File in the repo", placeholder="file in the repo (empty: whole "
+                                                "repo or its only weights file)", show_label=False, container=False)
                     else:
-                        file_input = gr.Textbox(value="", visible=False)
+                        file_input = gr.Textbox(value="", label="File", visible=False)
                     with gr.Row():
                         fetch = gr.Button("Download", size="sm", variant="primary")
                         pin = gr.Button("Unpin" if result.get("pinned") else "Pin", size="sm")
