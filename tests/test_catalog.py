@@ -4,6 +4,7 @@ skipped with a logged reason, and offline search afterwards."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -314,3 +315,22 @@ def test_search_folds_case_accents_and_full_width_letters(tmp_path):
         assert [r["id"] for r in store.search(query)[0]] == ["1"], query
     assert [r["id"] for r in store.search("ｄｏｌｌｙ")[0]] == ["2"]
     store.close()
+
+
+def test_a_civitai_page_with_only_next_page_is_followed_by_its_cursor_never_its_host(filled, hub):
+    original = filled.civitai._search
+
+    def next_page_only(request):  # metadata.nextPage alone, on another host: its cursor is taken, not its URL
+        reply = original(request)
+        data = json.loads(reply.body)
+        cursor = data["metadata"].pop("nextCursor", None)
+        if cursor:
+            data["metadata"]["nextPage"] = f"http://169.254.169.254/api/v1/models?limit=100&cursor={cursor}"
+        reply.body = json.dumps(data).encode()
+        reply.headers.pop("Content-Length", None)
+        return reply
+
+    filled.civitai.routes = [(m, pattern, next_page_only if fn == original else fn)
+                             for m, pattern, fn in filled.civitai.routes]
+    report = hub.catalog.refresh(timeout=120)
+    assert report["errors"] == [] and hub.catalog.store.count("civitai") == CIVITAI_COUNT

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from typing import Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
@@ -119,6 +119,8 @@ class Civitai:
             raise TransientError("Civitai answered a listing page that is not a JSON object")
         metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
         next_cursor = metadata.get("nextCursor")
+        if next_cursor is None and isinstance(metadata.get("nextPage"), str):  # only its cursor: the URL is not
+            next_cursor = (parse_qs(urlsplit(metadata["nextPage"]).query).get("cursor") or [None])[0]  # followed
         next_cursor = str(next_cursor) if isinstance(next_cursor, (str, int)) and str(next_cursor) else None
         items = data.get("items")
         if not isinstance(items, list):
