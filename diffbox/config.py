@@ -231,22 +231,29 @@ def check_visible(text: str) -> None:
                          f"(U+{ord(HIDDEN.search(text).group()):04X}); type it without")
 
 
-def check_name(value: Any) -> str:
-    """A preset name: shown in dropdowns and used as a key, so short, printable and path-free."""
+def check_line(value: Any, limit: int, control: str = "must not contain control characters") -> str:
+    """Text shown in a list and used as a key or inserted into a box: one printable, visible line of at most
+    `limit` characters, stripped. `control` is the sentence for a control character (a line break)."""
     if not isinstance(value, str):
         raise ValueError(f"must be text, got {_type(value)}")
-    name = value.strip()
-    if not name:
+    text = value.strip()
+    if not text:
         raise ValueError("must not be empty")
-    if len(name) > MAX_NAME:
-        raise ValueError(f"is too long ({len(name)} characters, at most {MAX_NAME})")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ValueError("must not contain control characters")
-    if not is_text(name):
+    if len(text) > limit:
+        raise ValueError(f"is too long ({len(text):,} characters, at most {limit:,})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError(control)
+    if not is_text(text):
         raise ValueError("holds a lone surrogate (such as \\ud800), which is not text")
+    check_visible(text)
+    return text
+
+
+def check_name(value: Any) -> str:
+    """A preset or snippet name: shown in dropdowns and used as a key, so short, printable and path-free."""
+    name = check_line(value, MAX_NAME)
     if "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"must not contain / or \\ or be . or .. (got {_show(name)})")
-    check_visible(name)
     return name
 
 
@@ -549,19 +556,7 @@ SNIPPET_FIELDS = ("category", "name", "text")
 
 def check_snippet_text(value: Any) -> str:
     """A prompt snippet's text: one line (it is inserted into prompt boxes, and SVI's box has a clip per line)."""
-    if not isinstance(value, str):
-        raise ValueError(f"must be text, got {_type(value)}")
-    text = value.strip()
-    if not text:
-        raise ValueError("must not be empty")
-    if len(text) > MAX_SNIPPET_TEXT:
-        raise ValueError(f"is too long ({len(text):,} characters, at most {MAX_SNIPPET_TEXT:,})")
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ValueError("must be one line without control characters (no line breaks or tabs)")
-    if not is_text(text):
-        raise ValueError("holds a lone surrogate (such as \\ud800), which is not text")
-    check_visible(text)
-    return text
+    return check_line(value, MAX_SNIPPET_TEXT, "must be one line without control characters (no line breaks or tabs)")
 
 
 def clean_snippet(raw: Any, where: str, errors: _Errors) -> dict | None:

@@ -104,3 +104,24 @@ def read_frames(path) -> list:
 
     with imageio.get_reader(path) as reader:
         return [frame for frame in reader.iter_data()]
+
+
+@pytest.fixture
+def browser_page(tmp_path, request):
+    """A headless Chromium page (1280×900, 30 s timeouts) for a test that drives the app from outside; a
+    full-page screenshot of how it ended lands in the test's tmp_path. DIFFBOX_SKIP_BROWSER=1 skips."""
+    if os.environ.get("DIFFBOX_SKIP_BROWSER") == "1":
+        pytest.skip("DIFFBOX_SKIP_BROWSER=1: browser tests skipped on request")
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(tmp_path / f"{request.node.name}.png"), full_page=True)
+            browser.close()

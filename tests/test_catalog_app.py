@@ -83,39 +83,28 @@ def test_refresh_one_model_over_the_api(app, hubs):
         app["client"].predict("hf", "nobody/nothing", api_name="/catalog_refresh_model")
 
 
-def test_models_tab_search_with_the_hubs_unreachable_returns_catalogued_results(app, hubs, tmp_path):
-    if os.environ.get("DIFFBOX_SKIP_BROWSER") == "1":
-        pytest.skip("DIFFBOX_SKIP_BROWSER=1: browser tests skipped on request")
-    from playwright.sync_api import expect, sync_playwright
+def test_models_tab_search_with_the_hubs_unreachable_returns_catalogued_results(app, hubs, browser_page):
+    from playwright.sync_api import expect
 
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
-
+    page = browser_page
     app["client"].predict(api_name="/catalog_refresh")
     for server in hubs:
         server.close()  # both hubs (and the file host) gone: connections are refused
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        try:
-            page.goto(app["url"])
-            page.get_by_role("tab", name="Models").click()
-            expect(page.locator("#hub-catalog-status")).to_contain_text("1,450 models")
-            box = page.locator("#hub-query textarea, #hub-query input").first
-            box.fill("civ100117x")  # a word only one model's description holds
-            box.press("Enter")
-            cards = page.locator("#hub-cards")
-            expect(cards).to_contain_text("Civitai neon 100117", timeout=10_000)  # before any hub answered
-            expect(cards).to_contain_text("catalogued")
-            expect(page.locator("#hub-search-status")).to_contain_text("unreachable", timeout=30_000)
-            expect(cards).to_contain_text("Civitai neon 100117")  # still there once the hubs failed
-            page.locator(".hub-card-refresh").first.click()  # "refresh this model" with its hub gone: says so
-            expect(page.locator(".toast-body").filter(has_text="cannot reach Civitai").first).to_be_visible(
-                timeout=15_000)
-            expect(cards).to_contain_text("Civitai neon 100117")  # the catalogued card stays
-            box.fill("hft7k")  # an HF LoRA's trigger word (its card's instance_prompt)
-            box.press("Enter")
-            expect(cards).to_contain_text("wan-fog-lora-7", timeout=10_000)
-        finally:
-            page.screenshot(path=str(tmp_path / "catalog-offline.png"), full_page=True)
-            browser.close()
+    page.goto(app["url"])
+    page.get_by_role("tab", name="Models").click()
+    expect(page.locator("#hub-catalog-status")).to_contain_text("1,450 models")
+    box = page.locator("#hub-query textarea, #hub-query input").first
+    box.fill("civ100117x")  # a word only one model's description holds
+    box.press("Enter")
+    cards = page.locator("#hub-cards")
+    expect(cards).to_contain_text("Civitai neon 100117", timeout=10_000)  # before any hub answered
+    expect(cards).to_contain_text("catalogued")
+    expect(page.locator("#hub-search-status")).to_contain_text("unreachable", timeout=30_000)
+    expect(cards).to_contain_text("Civitai neon 100117")  # still there once the hubs failed
+    page.locator(".hub-card-refresh").first.click()  # "refresh this model" with its hub gone: says so
+    expect(page.locator(".toast-body").filter(has_text="cannot reach Civitai").first).to_be_visible(
+        timeout=15_000)
+    expect(cards).to_contain_text("Civitai neon 100117")  # the catalogued card stays
+    box.fill("hft7k")  # an HF LoRA's trigger word (its card's instance_prompt)
+    box.press("Enter")
+    expect(cards).to_contain_text("wan-fog-lora-7", timeout=10_000)

@@ -2,7 +2,6 @@
 built once for a database from before search, and `/history_search` on a launched app."""
 
 import json
-import os
 import sqlite3
 import time
 
@@ -195,46 +194,35 @@ def test_the_history_tab_table_shows_the_hits_with_the_job_id_its_selection_read
         history_rows(services, "fox AND")
 
 
-def test_the_history_tab_search_box_fills_the_table_and_a_hit_refills_its_form(app, tmp_path):
+def test_the_history_tab_search_box_fills_the_table_and_a_hit_refills_its_form(app, browser_page):
     """Headless Chromium, as tests/test_browser.py drives it: search, pick the hit, Use these settings."""
-    if os.environ.get("DIFFBOX_SKIP_BROWSER") == "1":
-        pytest.skip("DIFFBOX_SKIP_BROWSER=1: browser tests skipped on request")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        try:
-            page.goto(app["url"])
-            expect(page.locator("#i2v-generate")).to_be_visible()
-            page.get_by_role("tab", name="History").click()
-            table = page.locator("#history-table")
-            expect(table).to_contain_text("20240101-000000-00001d")  # every job before a search
-            box = page.locator("#history-search textarea, #history-search input").first
-            box.fill("number12")
-            box.press("Enter")
-            cells = table.get_by_role("gridcell").filter(visible=True)
-            expect(cells.filter(has_text="20240101-000000-")).to_have_count(1)
-            expect(table).to_contain_text("20240101-000000-00000c")
-            cells.filter(has_text="20240101-000000-00000c").first.click()
-            expect(page.locator("#history-details")).to_contain_text("old clip number12")
-            page.click("#history-use-settings")
-            prompt = page.locator("#param-prompt textarea").filter(visible=True)
-            expect(prompt).to_have_value("old clip number12")
-            page.get_by_role("tab", name="History").click()
-            box.fill('"wan2.2')
-            box.press("Enter")
-            refused = page.locator(".toast-body").filter(has_text="query:").first
-            expect(refused).to_be_visible(timeout=15_000)
-            assert "double quotes" in refused.inner_text()
-            # The last results stay on top: no error badge laid over them.
-            hit = cells.filter(has_text="20240101-000000-00000c").first.bounding_box()
-            on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).innerText || ''",
-                                   [hit["x"] + hit["width"] / 2, hit["y"] + hit["height"] / 2])
-            assert "20240101-000000-00000c" in on_top, on_top
-        finally:
-            page.screenshot(path=str(tmp_path / "history-search.png"), full_page=True)
-            browser.close()
+    page = browser_page
+    page.goto(app["url"])
+    expect(page.locator("#i2v-generate")).to_be_visible()
+    page.get_by_role("tab", name="History").click()
+    table = page.locator("#history-table")
+    expect(table).to_contain_text("20240101-000000-00001d")  # every job before a search
+    box = page.locator("#history-search textarea, #history-search input").first
+    box.fill("number12")
+    box.press("Enter")
+    cells = table.get_by_role("gridcell").filter(visible=True)
+    expect(cells.filter(has_text="20240101-000000-")).to_have_count(1)
+    expect(table).to_contain_text("20240101-000000-00000c")
+    cells.filter(has_text="20240101-000000-00000c").first.click()
+    expect(page.locator("#history-details")).to_contain_text("old clip number12")
+    page.click("#history-use-settings")
+    prompt = page.locator("#param-prompt textarea").filter(visible=True)
+    expect(prompt).to_have_value("old clip number12")
+    page.get_by_role("tab", name="History").click()
+    box.fill('"wan2.2')
+    box.press("Enter")
+    refused = page.locator(".toast-body").filter(has_text="query:").first
+    expect(refused).to_be_visible(timeout=15_000)
+    assert "double quotes" in refused.inner_text()
+    # The last results stay on top: no error badge laid over them.
+    hit = cells.filter(has_text="20240101-000000-00000c").first.bounding_box()
+    on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).innerText || ''",
+                           [hit["x"] + hit["width"] / 2, hit["y"] + hit["height"] / 2])
+    assert "20240101-000000-00000c" in on_top, on_top

@@ -2,7 +2,6 @@
 from outside: /prompt_library over gradio_client and the picker under the I2V prompt in Chromium."""
 
 import json
-import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -329,72 +328,61 @@ def test_the_readme_prompt_library_snippet_runs_as_written(app):
     assert not any(s["name"] == "My push-in" for s in namespace["client"].predict("", api_name="/prompt_library"))
 
 
-def test_picking_a_snippet_inserts_it_after_what_was_typed(app, tmp_path):
+def test_picking_a_snippet_inserts_it_after_what_was_typed(app, browser_page):
     """Headless Chromium: type a prompt, pick "Slow dolly-in" under it → both are in the box; a snippet saved
     through the API meanwhile shows in the picker after a reload; SVI's box gets it in its last line."""
-    if os.environ.get("DIFFBOX_SKIP_BROWSER") == "1":
-        pytest.skip("DIFFBOX_SKIP_BROWSER=1: browser tests skipped on request")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from test_browser import CHROMIUM, CHROMIUM_ARGS
+    page = browser_page
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
+    def pick(picker_id: str, label: str) -> None:
+        box = page.locator(f"#{picker_id} input")
+        box.click()
+        box.fill(label.split(" · ")[1])  # the dropdown filters as you type
+        page.get_by_role("option", name=label, exact=True).click()
 
-        def pick(picker_id: str, label: str) -> None:
-            box = page.locator(f"#{picker_id} input")
-            box.click()
-            box.fill(label.split(" · ")[1])  # the dropdown filters as you type
-            page.get_by_role("option", name=label, exact=True).click()
+    page.goto(app["url"])
+    expect(page.locator("#i2v-generate")).to_be_visible()
+    prompt = page.locator("#param-prompt textarea").filter(visible=True)
+    prompt.fill("a red fox trots through deep snow")
+    pick("i2v-prompt-snippet", "camera · Slow dolly-in")
+    expect(prompt).to_have_value(f"a red fox trots through deep snow, {DOLLY}")
+    expect(page.locator("#i2v-prompt-snippet input")).to_have_value("")  # ready for the next pick
+    pick("i2v-prompt-snippet", "lighting · Golden hour rim light")
+    expect(prompt).to_have_value(re.compile(rf"^a red fox trots through deep snow, {DOLLY}, golden hour "))
 
-        try:
-            page.goto(app["url"])
-            expect(page.locator("#i2v-generate")).to_be_visible()
-            prompt = page.locator("#param-prompt textarea").filter(visible=True)
-            prompt.fill("a red fox trots through deep snow")
-            pick("i2v-prompt-snippet", "camera · Slow dolly-in")
-            expect(prompt).to_have_value(f"a red fox trots through deep snow, {DOLLY}")
-            expect(page.locator("#i2v-prompt-snippet input")).to_have_value("")  # ready for the next pick
-            pick("i2v-prompt-snippet", "lighting · Golden hour rim light")
-            expect(prompt).to_have_value(re.compile(rf"^a red fox trots through deep snow, {DOLLY}, golden hour "))
+    page.locator("#i2v-negative-prompt-snippet input").click()  # negatives first under the negative box
+    first = page.get_by_role("option").filter(visible=True).first
+    expect(first).to_have_attribute("aria-label", re.compile(r"^negative · "))
+    page.keyboard.press("Escape")
 
-            page.locator("#i2v-negative-prompt-snippet input").click()  # negatives first under the negative box
-            first = page.get_by_role("option").filter(visible=True).first
-            expect(first).to_have_attribute("aria-label", re.compile(r"^negative · "))
-            page.keyboard.press("Escape")
+    Client(app["url"], verbose=False).predict("camera", "Fox cam", "low tracking shot at fox height",
+                                              api_name="/prompt_library_save")
+    page.reload()
+    expect(page.locator("#i2v-generate")).to_be_visible()
+    prompt = page.locator("#param-prompt textarea").filter(visible=True)
+    prompt.fill("a fox")
+    pick("i2v-prompt-snippet", "camera · Fox cam (yours)")
+    expect(prompt).to_have_value("a fox, low tracking shot at fox height")
 
-            Client(app["url"], verbose=False).predict("camera", "Fox cam", "low tracking shot at fox height",
-                                                      api_name="/prompt_library_save")
-            page.reload()
-            expect(page.locator("#i2v-generate")).to_be_visible()
-            prompt = page.locator("#param-prompt textarea").filter(visible=True)
-            prompt.fill("a fox")
-            pick("i2v-prompt-snippet", "camera · Fox cam (yours)")
-            expect(prompt).to_have_value("a fox, low tracking shot at fox height")
+    page.get_by_role("tab", name=re.compile("SVI")).click()
+    clips = page.locator("#svi-prompts textarea")
+    clips.fill("she walks in\nshe turns around")
+    pick("svi-prompts-snippet", "camera · Orbit shot")
+    expect(clips).to_have_value("she walks in\nshe turns around, the camera orbits smoothly around the "
+                                "subject")
 
-            page.get_by_role("tab", name=re.compile("SVI")).click()
-            clips = page.locator("#svi-prompts textarea")
-            clips.fill("she walks in\nshe turns around")
-            pick("svi-prompts-snippet", "camera · Orbit shot")
-            expect(clips).to_have_value("she walks in\nshe turns around, the camera orbits smoothly around the "
-                                        "subject")
-
-            # Your own, from the Config tab's panel: a refusal names the field; a saved one is in every picker.
-            page.get_by_role("tab", name="Config").click()
-            page.get_by_role("button", name="Prompt library: your snippets").click()
-            page.locator("#prompt-library-name input, #prompt-library-name textarea").first.fill("Panel look")
-            page.click("#prompt-library-save")
-            refused = page.locator(".toast-body").filter(has_text="snippet.text").first
-            expect(refused).to_contain_text("snippet.text: must not be empty")
-            page.locator("#prompt-library-text textarea").fill("teal and orange grade")
-            page.click("#prompt-library-save")
-            expect(page.locator("#prompt-library-note")).to_contain_text("Saved Panel look (style)")
-            page.get_by_role("tab", name="Image → Video").click()
-            prompt.fill("a fox")
-            pick("i2v-prompt-snippet", "style · Panel look (yours)")
-            expect(prompt).to_have_value("a fox, teal and orange grade")
-        finally:
-            page.screenshot(path=str(tmp_path / "prompt-picker.png"), full_page=True)
-            browser.close()
+    # Your own, from the Config tab's panel: a refusal names the field; a saved one is in every picker.
+    page.get_by_role("tab", name="Config").click()
+    page.get_by_role("button", name="Prompt library: your snippets").click()
+    page.locator("#prompt-library-name input, #prompt-library-name textarea").first.fill("Panel look")
+    page.click("#prompt-library-save")
+    refused = page.locator(".toast-body").filter(has_text="snippet.text").first
+    expect(refused).to_contain_text("snippet.text: must not be empty")
+    page.locator("#prompt-library-text textarea").fill("teal and orange grade")
+    page.click("#prompt-library-save")
+    expect(page.locator("#prompt-library-note")).to_contain_text("Saved Panel look (style)")
+    page.get_by_role("tab", name="Image → Video").click()
+    prompt.fill("a fox")
+    pick("i2v-prompt-snippet", "style · Panel look (yours)")
+    expect(prompt).to_have_value("a fox, teal and orange grade")
