@@ -39,6 +39,8 @@ MAX_PAGES = 1000   # per listing, first walk: beyond any real one (Civitai's lar
 GROWTH_PAGES = 50  # a listing may grow by this many pages (and double) since its last complete walk
 MAX_WAIT_S = 300.0  # a 429 asking for longer stops that hub's part (the next refresh resumes): no years-long waits
 PRUNE_AFTER_S = 30 * 86400  # a model no walk or search has listed for a month is dropped
+CHECK_EVERY_S = 600.0      # how often the schedule looks whether the catalog is due
+OFFLINE_RETRY_S = 3600.0   # after a refresh a hub did not answer: not every 10 minutes on an offline pod
 
 
 @dataclass(frozen=True)
@@ -299,12 +301,15 @@ class Catalog:
 
         def loop() -> None:
             while not self._stop.is_set():
+                pause = min(CHECK_EVERY_S, every_s)
                 try:
                     if self.due(every_s):
-                        self.start_refresh(fresh_within_s=every_s)
+                        report = self.start_refresh(fresh_within_s=every_s).result()
+                        if any(s["state"] == "stopped" for s in report["sources"].values()):
+                            pause = min(OFFLINE_RETRY_S, every_s)  # a hub away (an offline pod): try hourly
                 except Exception:  # noqa: BLE001 - the schedule must outlive one bad refresh
-                    log.exception("could not start the catalog refresh")
-                self._stop.wait(min(600.0, every_s))
+                    log.exception("the scheduled catalog refresh failed")
+                self._stop.wait(pause)
 
         threading.Thread(target=loop, name="catalog-daily", daemon=True).start()
 
