@@ -257,7 +257,16 @@ def test_a_429_asking_for_years_stops_that_hub_at_once_and_the_other_is_walked(f
     report = hub.catalog.refresh(timeout=60)
     assert time.monotonic() - started < 30
     assert report["sources"]["civitai"]["state"] == "stopped" and report["sources"]["hf"]["state"] == "done"
-    assert any("asked to wait 99,999,99" in e and "resumes" in e for e in report["errors"]), report["errors"]
+    assert any("asked to wait 1,157 days" in e and "resumes" in e for e in report["errors"]), report["errors"]
+
+
+def test_an_advertised_limit_of_hours_per_request_stops_that_hub_too(filled, hub):
+    filled.hf.rate_limit = RateLimit(3, 100_000)  # "3 requests per 28 hours": a pace of 9 h per request
+    started = time.monotonic()
+    report = hub.catalog.refresh(timeout=60)
+    assert time.monotonic() - started < 30 and report["sources"]["hf"]["state"] == "stopped"
+    assert any("a request every 9 h" in e for e in report["errors"]), report["errors"]
+    assert report["sources"]["civitai"]["state"] == "done"
 
 
 def test_a_hub_that_pages_forever_stops_near_its_last_complete_size(filled, hub):
@@ -274,6 +283,8 @@ def test_a_hub_that_pages_forever_stops_near_its_last_complete_size(filled, hub)
         reply.body = reply.body.replace(b'"metadata": {}', f'"metadata": {{"nextCursor": "{start + 100}"}}'.encode())
         return reply
 
+    filled.civitai.faults.pages[0] = ["cut"] * 3  # a refresh that fails on page one: the cap must not forget 25
+    assert hub.catalog.refresh(timeout=120)["sources"]["civitai"]["state"] == "stopped"
     filled.civitai.routes = [(m, pattern, endless if fn == original else fn) for m, pattern, fn in filled.civitai.routes]
     report = hub.catalog.refresh(timeout=300)
     walk = hub.catalog.store.walk("civitai:base:Wan Video 2.2 I2V-A14B")

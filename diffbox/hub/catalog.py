@@ -75,23 +75,41 @@ class Pace:
         self.next_at = 0.0
         self.waited = 0.0
 
-    def wait(self, seconds: float | None = None) -> None:
+    def wait(self, seconds: float | None = None, why: str = "its rate limit") -> None:
         now = time.monotonic()
         until = max(self.next_at, now + (seconds or 0.0))
         if until > now:
-            self.waited += until - now
-            if until - now > 2:  # worth showing: a rate limit's wait
-                self.stats["waiting_until"] = time.time() + (until - now)
+            if until - now > 2:  # worth showing in the status line
+                self.stats["waiting_until"], self.stats["waiting_for"] = time.time() + (until - now), why
             stopped = self.halt.wait(until - now)
-            self.stats["waiting_until"] = None
+            self.waited += time.monotonic() - now
+            self.stats["waiting_until"] = self.stats["waiting_for"] = None
             if stopped:
                 raise Interrupted("stopped")
         self.next_at = time.monotonic() + self.interval
 
-    def learn(self, interval: float | None, wait: float | None) -> None:
+    def learn(self, interval: float | None, wait: float | None, hub: str) -> None:
+        """The hub's advertised pace (seconds per request) and a wait it asks for (its window is used up).
+        Either beyond MAX_WAIT_S stops this hub's part of the refresh, as a long 429 does."""
+        for seconds, what in ((interval, "a request every"), (wait, "a wait of")):
+            if seconds and seconds > MAX_WAIT_S:
+                raise TransientError(f"{hub} advertises a rate limit of {what} {duration(seconds)} (at most "
+                                     f"{duration(MAX_WAIT_S)} is waited)")
         self.interval = interval * 1.05 if interval else self.default
         if wait:
-            self.next_at = max(self.next_at, time.monotonic() + min(wait, MAX_WAIT_S))
+            self.next_at = max(self.next_at, time.monotonic() + wait)
+
+
+def duration(seconds: float) -> str:
+    """3 s, 5 min, 9 h 43 min, 1,157 days: a wait as a person reads it."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 3 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400:,} days"
 
 
 class Catalog:
@@ -163,7 +181,7 @@ class Catalog:
         todo = scopes(source)
         stats = {"state": "running", "scopes": len(todo), "scopes_done": 0, "pages": 0, "models": 0, "added": 0,
                  "updated": 0, "pruned": 0, "skipped": 0, "rate_limited": 0, "retries": 0, "waited_s": 0.0,
-                 "waiting_until": None, "errors": []}
+                 "waiting_until": None, "waiting_for": None, "errors": []}
         self._progress["sources"][source] = stats
         try:
             self._walk_scopes(source, todo, stats, fresh_within_s)
@@ -184,9 +202,8 @@ class Catalog:
                 continue
             # A hub may not list more than its listing ever had, and then some: a broken or hostile one that
             # pages forever stops there instead of filling the disk for hours.
-            last_complete = previous["pages"] if previous and previous["cursor"] is None and previous["finished_at"] \
-                else None
-            page_cap = MAX_PAGES if last_complete is None else min(MAX_PAGES, 2 * last_complete + GROWTH_PAGES)
+            last_complete = previous and previous["last_pages"]
+            page_cap = min(MAX_PAGES, 2 * last_complete + GROWTH_PAGES) if last_complete else MAX_PAGES
             walk = self.store.start_walk(scope.key, source)
             cursor = walk["cursor"]
             if cursor:
@@ -218,7 +235,7 @@ class Catalog:
                 break
             except TransientError as exc:  # the hub stays away: stop here, the next refresh resumes
                 self.store.walk_failed(scope.key, str(exc))
-                stats["errors"].append(f"{name}: {exc}; stopped at page {self.store.walk(scope.key)['pages'] + 1} "
+                stats["errors"].append(f"{exc}; stopped at page {self.store.walk(scope.key)['pages'] + 1} "
                                        f"of {scope.key}, the next refresh resumes there")
                 log.warning("catalog: %s", stats["errors"][-1])
                 stats["state"] = "stopped"
@@ -236,9 +253,9 @@ class Catalog:
 
     def _fetch(self, client, scope: Scope, cursor: str | None, pace: Pace, stats: dict):
         failures = limited = 0
-        delay = None
+        delay, why = None, "its rate limit"
         while True:
-            pace.wait(delay)
+            pace.wait(delay, why)
             try:
                 page = client.catalog_page(list(scope.params), cursor)
             except RateLimited as exc:
@@ -247,9 +264,11 @@ class Catalog:
                 if limited > self.rate_limit_tries:
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else self.backoff.delay(limited)
+                why = "its rate limit"
                 if delay > MAX_WAIT_S:
-                    raise TransientError(f"{exc} and asked to wait {delay:,.0f} s; stopped (at most "
-                                         f"{MAX_WAIT_S:.0f} s is waited)") from None
+                    raise TransientError(f"{HUB_NAMES[scope.source]} answered HTTP 429 and asked to wait "
+                                         f"{duration(delay)} (at most {duration(MAX_WAIT_S)} is waited)"
+                                         ) from None
                 log.info("catalog: %s; waiting %.1f s", exc, delay)
                 continue
             except TransientError as exc:
@@ -258,9 +277,10 @@ class Catalog:
                 if failures >= self.backoff.tries:
                     raise
                 delay = self.backoff.delay(failures)
+                why = "the hub to answer again"
                 log.info("catalog: %s; trying again in %.1f s", exc, delay)
                 continue
-            pace.learn(page.interval, page.wait)
+            pace.learn(page.interval, page.wait, HUB_NAMES[scope.source])
             return page
 
     # -- one model ----------------------------------------------------------------------------------

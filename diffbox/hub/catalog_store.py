@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS models_by_downloads ON models (downloads DESC);
 CREATE INDEX IF NOT EXISTS models_by_base ON models (base_model, kind, downloads DESC);
 CREATE TABLE IF NOT EXISTS walks (
     scope TEXT PRIMARY KEY, source TEXT NOT NULL, cursor TEXT, pages INTEGER NOT NULL DEFAULT 0,
-    started_at REAL, finished_at REAL, error TEXT);
+    started_at REAL, finished_at REAL, error TEXT, last_pages INTEGER);
 """
 _COLUMNS = ", ".join(TEXT_COLUMNS)
 _FTS = f"""
@@ -119,6 +119,8 @@ class CatalogStore:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")  # a cache: a power cut may lose the last page, never corrupt
                 db.executescript(_SCHEMA)
+                if "last_pages" not in {row[1] for row in db.execute("PRAGMA table_info(walks)")}:
+                    db.execute("ALTER TABLE walks ADD COLUMN last_pages INTEGER")  # a catalog from before it
                 return db
             except sqlite3.DatabaseError as exc:
                 db.close()
@@ -170,9 +172,11 @@ class CatalogStore:
                     else:
                         self._db.execute("UPDATE models SET seen_at = ? WHERE rowid = ?", (now, old[0]))
                 if scope is not None:
+                    # last_pages: how long the listing was when last walked to its end (the next walk's cap).
                     self._db.execute("UPDATE walks SET cursor = ?, pages = pages + 1, error = NULL, "
-                                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE scope = ?",
-                                     (None if finished else cursor, finished, now, scope))
+                                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END, "
+                                     "last_pages = CASE WHEN ? THEN pages + 1 ELSE last_pages END WHERE scope = ?",
+                                     (None if finished else cursor, finished, now, finished, scope))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -184,10 +188,10 @@ class CatalogStore:
 
     def walk(self, scope: str) -> dict | None:
         with self._lock:
-            row = self._db.execute("SELECT scope, source, cursor, pages, started_at, finished_at, error FROM walks "
-                                   "WHERE scope = ?", (scope,)).fetchone()
-        return dict(zip(("scope", "source", "cursor", "pages", "started_at", "finished_at", "error"), row)) \
-            if row else None
+            row = self._db.execute("SELECT scope, source, cursor, pages, started_at, finished_at, error, last_pages "
+                                   "FROM walks WHERE scope = ?", (scope,)).fetchone()
+        return dict(zip(("scope", "source", "cursor", "pages", "started_at", "finished_at", "error", "last_pages"),
+                        row)) if row else None
 
     def start_walk(self, scope: str, source: str, now: float | None = None) -> dict:
         """The walk of `scope` to run now: the unfinished one where it stopped, else a new one from page one.

@@ -79,10 +79,10 @@ class Civitai:
         if response.status_code == 401:
             raise HubError(f"Civitai wants a valid token for {what or 'this request'}: set one in Models → Tokens")
         if response.status_code == 429:
-            raise RateLimited("Civitai answered HTTP 429 (rate limit); try again in a minute",
+            raise RateLimited("Civitai answered HTTP 429 (rate limit)",
                               retry_after(response.headers))
         if response.status_code >= 500:
-            raise TransientError(f"Civitai answered HTTP {response.status_code}; try again in a minute")
+            raise TransientError(f"Civitai answered HTTP {response.status_code} (a server error)")
         if response.status_code != 200:
             raise HubError(f"Civitai answered HTTP {response.status_code} for {what or path}")
         try:

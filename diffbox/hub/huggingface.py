@@ -96,7 +96,7 @@ class HuggingFace:
             if status == 401:
                 return HubError(f"{what} needs a Hugging Face token: set one in Models → Tokens (or HF_TOKEN)")
             if status == 429 or status >= 500:
-                return TransientError(f"Hugging Face answered HTTP {status} for {what}; retrying")
+                return TransientError(f"Hugging Face answered HTTP {status} for {what} (a server error or rate limit)")
             return HubError(f"Hugging Face answered HTTP {status} for {what}")
         if isinstance(exc, (httpx.TransportError, LocalEntryNotFoundError, ConnectionError, TimeoutError)):
             return TransientError(f"cannot reach Hugging Face at {self.endpoint} ({type(exc).__name__})")

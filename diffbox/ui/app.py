@@ -190,5 +190,10 @@ def build_app(services: Services) -> gr.Blocks:
                                    api_visibility="private", queue=False)
         for name, button in history.send.items():
             send_output(button, history.main_output, workflow_tabs[name], tabs)
+    for fn in app.fns.values():
+        # A component whose value is a function (a table, a status line) is re-read on page load by an event
+        # Gradio adds when the Blocks close and names "lambda"…: UI plumbing, not an endpoint for scripts.
+        if str(fn.api_name).startswith("lambda"):
+            fn.api_visibility = "private"
     app.queue(default_concurrency_limit=1)
     return app

@@ -55,7 +55,8 @@ def card_html(result: dict) -> str:
     title = f'<a href="{e(link)}" target="_blank" rel="noopener">{e(result["name"])}</a>' if link else e(result["name"])
     badges = " · ".join(x for x in [
         "Hugging Face" if result["source"] == "hf" else "Civitai", e(result.get("kind")),
-        e(result.get("base_model_label") or getattr(base_models.BY_KEY.get(result.get("base_model")), "label", "")
+        # One vocabulary on every card (the filter's labels); a base diffbox has no key for keeps the hub's words.
+        e(getattr(base_models.BY_KEY.get(result.get("base_model")), "label", "") or result.get("base_model_label")
           or result.get("base_model")),
         "in library" if result.get("in_library") else "", "pinned" if result.get("pinned") else "",
         catalogued_badge(result)] if x)
@@ -103,10 +104,16 @@ def catalog_line(progress: dict) -> str:
             part = (f"{'Hugging Face' if source == 'hf' else 'Civitai'} {stats['scopes_done']}/{stats['scopes']} "
                     f"listings, {stats['models']:,} models")
             if stats.get("waiting_until"):
-                part += f", waiting {max(0, int(stats['waiting_until'] - time.time()))} s for its rate limit"
+                part += (f", waiting {max(0, int(stats['waiting_until'] - time.time()))} s for "
+                         f"{stats.get('waiting_for') or 'its rate limit'}")
             parts.append(part)
         return f"{line} · **refreshing now:** " + "; ".join(parts)
     report = progress.get("last_report")
+    unfinished = [f"{'Hugging Face' if source == 'hf' else 'Civitai'} {stats['state']} at "
+                  f"{stats['scopes_done']}/{stats['scopes']} listings"
+                  for source, stats in (report or {}).get("sources", {}).items() if stats["state"] != "done"]
+    if unfinished:
+        line += " · last refresh " + ", ".join(unfinished)
     if report and report["errors"]:
         shown = "; ".join(md(e) for e in report["errors"][:2])
         more = f" (and {len(report['errors']) - 2} more in the log)" if len(report["errors"]) > 2 else ""
@@ -155,10 +162,10 @@ def build_models_tab(services: Services) -> None:
 
 def _search_panel(services: Services) -> None:
     hub = services.hub
-    with gr.Row():
-        catalog = gr.Markdown(lambda: catalog_line(hub.catalog.progress()), elem_id="hub-catalog-status")
-        refresh = gr.Button("Refresh catalog", size="sm", scale=0, elem_id="hub-catalog-refresh")
-        halt = gr.Button("Stop refresh", size="sm", scale=0, elem_id="hub-catalog-stop")
+    catalog = gr.Markdown(lambda: catalog_line(hub.catalog.progress()), elem_id="hub-catalog-status")
+    with gr.Row():  # its own row: beside the line, on a phone, the buttons squeezed it to a letter per line
+        refresh = gr.Button("Refresh catalog", size="sm", min_width=140, elem_id="hub-catalog-refresh")
+        halt = gr.Button("Stop refresh", size="sm", min_width=140, elem_id="hub-catalog-stop")
     ticker = gr.Timer(2.0)
     with gr.Row():
         query = gr.Textbox(label="Search", placeholder="e.g. camera motion, lightx2v, anime style",
