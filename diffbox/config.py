@@ -222,7 +222,9 @@ def migrate(doc: dict) -> tuple[dict, int | None]:
 # Invisible characters that reorder or hide text (bidi overrides and isolates, direction marks, zero-width
 # space, word joiner, BOM): a name holding one can pass for another ("Slow dolly-in" written backwards behind
 # a right-to-left override). Joiners (ZWJ/ZWNJ), which emoji and several scripts need, stay allowed.
-HIDDEN = re.compile("[\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+# Also the default-ignorable ones that draw nothing: soft hyphen, combining grapheme joiner, Hangul fillers.
+HIDDEN = re.compile("[\u00ad\u034f\u115f\u1160\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\u3164"
+                    "\ufeff\uffa0]")
 
 
 def check_visible(text: str) -> None:
@@ -583,8 +585,8 @@ def snippet_key(snippet: dict) -> tuple[str, str]:
 
 def _clean_prompt_library(raw: Any, errors: _Errors) -> list[dict]:
     if not isinstance(raw, list) or len(raw) > MAX_SNIPPETS:
-        errors.add("prompt_library", f"must be a list of at most {MAX_SNIPPETS} snippets, got {_type(raw)}"
-                   + (f" of {len(raw)}" if isinstance(raw, list) else ""))
+        errors.add("prompt_library", f"must be a list of at most {MAX_SNIPPETS:,} snippets, got {_type(raw)}"
+                   + (f" of {len(raw):,}" if isinstance(raw, list) else ""))
         return []
     return _each_once(raw, "prompt_library", clean_snippet, snippet_key, errors, field=".name")
 

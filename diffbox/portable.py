@@ -255,8 +255,8 @@ def _plan_snippets(services, doc: ConfigDoc) -> dict[str, list[str]]:
         state = "added" if current is None else "unchanged" if current == snippet else "changed"
         plan[state].append(f"{snippet['category']}/{snippet['name']}")
     if len(mine) + len(plan["added"]) > MAX_SNIPPETS:  # refused before anything is applied
-        raise ConfigError({"prompt_library": f"would give you {len(mine) + len(plan['added'])} snippets, at most "
-                                             f"{MAX_SNIPPETS}: delete some of yours first"})
+        raise ConfigError({"prompt_library": f"would give you {len(mine) + len(plan['added']):,} snippets, at most "
+                                             f"{MAX_SNIPPETS:,}: delete some of yours first"})
     return plan
 
 

@@ -136,7 +136,7 @@ class PromptLibrary:
             old = self._table.get(self._same(replaces[0], str(replaces[1]).strip())) if replaces else None
             if target is None and old is None and len(self._table) >= MAX_SNIPPETS:
                 # A config file carries at most this many: a larger library would not export.
-                raise SnippetError(f"snippet: you have {MAX_SNIPPETS} snippets, the most the library keeps; "
+                raise SnippetError(f"snippet: you have {MAX_SNIPPETS:,} snippets, the most the library keeps; "
                                    "delete some first")
             record = {**snippet, "updated_at": time.time()}
             if target is not None:

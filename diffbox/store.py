@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import sqlite3
@@ -121,6 +122,22 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status);
 SEARCH_COLUMNS = ("workflow", "status", "model", "lora", "seed", "prompt", "negative", "error")
 _SEARCH_SCHEMA = (f"CREATE VIRTUAL TABLE IF NOT EXISTS job_search USING fts5 ({', '.join(SEARCH_COLUMNS)}, "
                   "tokenize = 'unicode61 remove_diacritics 2')")
+
+
+def fts_query(query: str) -> str:
+    """A history search box's words as FTS5 reads them; a web-style `-word` means NOT word."""
+    return re.sub(r'(?:(?<=\s)|^)-(?=[\w"])', "NOT ", str(query).strip())
+
+
+def search_trouble(exc: sqlite3.OperationalError) -> str:
+    """What was wrong with a search, in words (FTS5's own say "no such column", "syntax error near")."""
+    fields = ", ".join(SEARCH_COLUMNS)
+    column = re.search(r"no such column: (\S+)", str(exc))
+    if column:
+        return (f'uses {column.group(1)}: as a field, and the fields are {fields}; put a word with a colon or a '
+                f'hyphen in "double quotes"')
+    return (f'is not a search this box understands: AND, OR and NOT (or -word) need a word on each side, and '
+            f'words with punctuation go in "double quotes"; fields: {fields}')
 
 
 def search_fields(record: dict) -> tuple[str, ...]:
@@ -369,8 +386,8 @@ class JobHistory:
         """Jobs matching `query`, newest first; an empty query lists them all (`list`).
 
         SQLite FTS5 query syntax over the words of each job's workflow, status, model, LoRA names, seed,
-        prompt, negative prompt and error: words must all appear (any order, any case), `fox*` matches a
-        prefix, `"wan2.1-i2v"` quotes words with punctuation, `OR`/`NOT` combine, and a column narrows
+        prompt, negative prompt and error: words must all appear (any order, any case), `-snow` leaves out
+        jobs with that word, `fox*` matches a prefix, `"wan2.1-i2v"` quotes words with punctuation, `OR`/`NOT` combine, and a column narrows
         it (`seed:42`, `lora:fox`, `model:wan`). A query FTS5 cannot parse raises ValueError naming `query`.
         """
         if not str(query or "").strip():
@@ -383,11 +400,9 @@ class JobHistory:
                 rows = self._db.execute(
                     "SELECT jobs.record FROM job_search JOIN jobs ON jobs.rowid = job_search.rowid "
                     "WHERE job_search MATCH ? ORDER BY jobs.created_at DESC LIMIT ?",
-                    (str(query), max(0, int(limit)))).fetchall()
+                    (fts_query(query), max(0, int(limit)))).fetchall()
             except sqlite3.OperationalError as exc:
-                fields = ", ".join(SEARCH_COLUMNS)
-                raise ValueError(f"query: {str(query)[:80]!r} is not a search this box understands ({exc}); put "
-                                 f'words with punctuation in "double quotes"; fields: {fields}') from None
+                raise ValueError(f"query: {str(query)[:80]!r} {search_trouble(exc)}") from None
             records = [json.loads(text) for (text,) in rows]
             return [{**r, **self._unsaved.get(r["id"], {})} for r in records]
 

@@ -226,3 +226,17 @@ def test_the_history_tab_search_box_fills_the_table_and_a_hit_refills_its_form(a
     on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).innerText || ''",
                            [hit["x"] + hit["width"] / 2, hit["y"] + hit["height"] / 2])
     assert "20240101-000000-00000c" in on_top, on_top
+
+
+def test_a_minus_word_leaves_jobs_out_and_sqlite_words_never_reach_the_user(history):
+    snow = history.create("i2v", {"prompt": "a fox in deep snow"})
+    rain = history.create("i2v", {"prompt": "a fox in the rain"})
+    assert [r["id"] for r in history.search("fox -snow")] == [rain]
+    assert [r["id"] for r in history.search("fox -rain")] == [snow]
+    assert {r["id"] for r in history.search('fox "wan2.2-i2v" OR fox')} == {snow, rain}  # a quoted hyphen stays
+    for query, says in (("fox -", "need a word on each side"), ("NOT fox", "need a word on each side"),
+                        ("colour:red", "uses colour: as a field")):
+        with pytest.raises(ValueError) as refused:
+            history.search(query)
+        assert str(refused.value).startswith("query: ") and says in str(refused.value), str(refused.value)
+        assert "fts5" not in str(refused.value) and "no such column" not in str(refused.value)

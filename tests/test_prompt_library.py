@@ -379,7 +379,7 @@ def test_picking_a_snippet_inserts_it_after_what_was_typed(app, browser_page):
     page.click("#prompt-library-save")
     refused = page.locator(".toast-body").filter(has_text="snippet.text").first
     expect(refused).to_contain_text("snippet.text: must not be empty")
-    page.locator("#prompt-library-text textarea").fill("teal and orange grade")
+    page.locator("#prompt-library-text input, #prompt-library-text textarea").first.fill("teal and orange grade")
     page.click("#prompt-library-save")
     expect(page.locator("#prompt-library-note")).to_contain_text("Saved Panel look (style)")
     page.get_by_role("tab", name="Image → Video").click()

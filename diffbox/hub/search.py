@@ -41,13 +41,14 @@ def _normalise(source: str, kind: str, base_model: str, sort: str) -> tuple[list
         raise HubError("search looks on hf or civitai; the local models are in /library")
     kind = None if (kind or ANY) == ANY else kind
     if kind is not None and kind not in KINDS:
-        raise HubError(f"unknown kind {kind!r}; use one of {ANY}, {', '.join(KINDS)}")
+        raise HubError(f"kind: unknown kind {str(kind)[:40]!r}; use one of {ANY}, {', '.join(KINDS)}")
     base_model = None if (base_model or ANY) == ANY else base_model
     if base_model is not None and base_model not in BASE_MODELS:
-        raise HubError(f"unknown base model {base_model!r}; use one of {ANY}, {', '.join(BASE_MODELS)}")
+        raise HubError(f"base_model: unknown base model {str(base_model)[:40]!r}; use one of {ANY}, "
+                       f"{', '.join(BASE_MODELS)}")
     sort = sort or "downloads"
     if sort not in SORTS and sort != "rating":
-        raise HubError(f"unknown sort {sort!r}; use one of {', '.join([*SORTS, 'rating'])}")
+        raise HubError(f"sort: unknown sort {str(sort)[:40]!r}; use one of {', '.join([*SORTS, 'rating'])}")
     return sources, kind, base_model, sort
 
 

@@ -89,7 +89,7 @@ def register_api(services: Services) -> None:
 
     def history_search(query: str = "", limit: int = 50) -> list[dict]:
         """Job records matching `query` (words of the prompt, negative prompt, LoRA names, model, seed, status,
-        workflow; SQLite FTS5 syntax: `fox*`, `"wan2.1-i2v"`, `seed:42`, `OR`), newest first (at most 1000)."""
+        workflow; SQLite FTS5 syntax: `fox*`, `"wan2.1-i2v"`, `seed:42`, `OR`, `-snow`), newest first (at most 1000)."""
         count = record_limit(limit)
         try:
             return services.history.search(str(query or ""), limit=count)

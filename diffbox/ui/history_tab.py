@@ -54,7 +54,8 @@ def send_buttons() -> dict:
 
 def build_history_tab(services: Services) -> HistoryTab:
     with gr.Row():
-        query = gr.Textbox(label="Search", placeholder='fox snow · lora:fox · seed:42 · "wan2.2-i2v" · fox OR cat',
+        query = gr.Textbox(label="Search",
+                           placeholder='fox snow · fox -rain · lora:fox · seed:42 · "wan2.2-i2v" · fox OR cat',
                            info="Words of the prompt, negative prompt, LoRA names, model, seed, status or workflow; "
                                 "Enter searches, an empty box lists every job.",
                            scale=1, elem_id="history-search")

@@ -107,7 +107,8 @@ def build_prompt_library_panel(services: Services, pickers: list[tuple[gr.Dropdo
             category = gr.Dropdown(list(PROMPT_CATEGORIES), value=PROMPT_CATEGORIES[0], label="Category", scale=1,
                                    elem_id="prompt-library-category")
             name = gr.Textbox(label="Name", max_lines=1, scale=2, elem_id="prompt-library-name")
-        text = gr.Textbox(label="Text", lines=2, max_lines=6, elem_id="prompt-library-text")
+        # One line, as a snippet must be (it goes into SVI's one-prompt-per-line box too): Enter saves.
+        text = gr.Textbox(label="Text", lines=1, max_lines=1, elem_id="prompt-library-text")
         with gr.Row():
             save = gr.Button("Save", size="sm", variant="primary", elem_id="prompt-library-save")
             rename = gr.Button("Rename the picked one to this name", size="sm", elem_id="prompt-library-rename")
@@ -131,7 +132,10 @@ def build_prompt_library_panel(services: Services, pickers: list[tuple[gr.Dropdo
             saved = library.save({"category": category_value, "name": name_value, "text": text_value}, replaces)
         except SnippetError as exc:
             raise gr.Error(plain(exc), title="Snippet not saved", print_exception=False) from None
-        return [*refresh(key(saved)), f"Saved **{md(saved['name'])}** ({saved['category']})."]
+        shadows = any(key(s).casefold() == key(saved).casefold() for s in library.shipped)
+        return [*refresh(key(saved)), f"Saved **{md(saved['name'])}** ({saved['category']})."
+                + (" It takes the place of the shipped snippet of that name in every picker (delete yours to get "
+                   "that one back)." if shadows else "")]
 
     def on_rename(selected, category_value, name_value, text_value):
         old = find(services, selected)
@@ -151,6 +155,8 @@ def build_prompt_library_panel(services: Services, pickers: list[tuple[gr.Dropdo
     private = {**PRIVATE, "queue": True, "show_progress": "hidden"}  # queued: gr.Error reaches the page
     chosen.input(on_choose, chosen, [category, name, text], api_name="ui_prompt_library_choose", **private)
     save.click(on_save, [category, name, text], [*refreshed, note], api_name="ui_prompt_library_save", **private)
+    text.submit(on_save, [category, name, text], [*refreshed, note], api_name="ui_prompt_library_save_enter",
+                **private)
     rename.click(on_rename, [chosen, category, name, text], [*refreshed, note], api_name="ui_prompt_library_rename",
                  **private)
     delete.click(on_delete, chosen, [*refreshed, note], api_name="ui_prompt_library_delete", **private)
