@@ -52,6 +52,7 @@ def test_the_whole_queue_must_fit_and_a_download_the_disk_no_longer_holds_stops_
     hub = start_hub(hub_settings, workers=2)
     volume = Volume(hub_settings, capacity=size * 5 // 2)  # each file fits alone, two fit together, not three
     hub.downloads._free_space = volume.free
+    hub.downloads.reserve = 0  # the queue's arithmetic alone (the reserve has its own test)
     alpha, beta = hub.downloads.request("civitai", "1"), hub.downloads.request("civitai", "2")
     wait_for(lambda: all(hub.downloads.get(d)["bytes_done"] == PAUSE for d in (alpha, beta)), what="both stalled")
 
@@ -100,6 +101,7 @@ def test_a_queued_download_the_disk_no_longer_holds_fails_before_its_first_byte(
     hub = start_hub(hub_settings, workers=1)  # one worker: the Hugging Face download waits its turn
     volume = Volume(hub_settings, capacity=len(first) + len(lora) + CHUNK)
     hub.downloads._free_space = volume.free
+    hub.downloads.reserve = 0
     alpha = hub.downloads.request("civitai", "1")
     wait_for(lambda: hub.downloads.get(alpha)["bytes_done"] == PAUSE, what="alpha stalled")
     beta = hub.downloads.request("hf", "studio/beta-lora", "beta.safetensors")
@@ -115,3 +117,20 @@ def test_a_queued_download_the_disk_no_longer_holds_fails_before_its_first_byte(
                                "models folder. Free some space and press Retry.")
     assert volume.free() < len(lora)
     assert fakes.hf.body_bytes("beta.safetensors") == 0  # refused before a byte was fetched
+
+
+def test_downloads_leave_the_reserve_free_for_outputs_and_the_history(fakes, start_hub, hub_settings):
+    from diffbox.hub.downloads import DISK_RESERVE
+
+    data = wan_lora(1, seed=5)
+    civitai_file(fakes, 1, "Alpha", data)
+    hub = start_hub(hub_settings)
+    assert hub.downloads.reserve == DISK_RESERVE == 2 * 1024 ** 3
+    hub.downloads.reserve = 1024 ** 2
+    hub.downloads._free_space = lambda path: len(data) + 1024 ** 2 - 1  # fits the disk, not the disk less 1 MB
+    with pytest.raises(HubError) as refused:
+        hub.downloads.request("civitai", "1")
+    assert str(refused.value).endswith("are free in the models folder, of which downloads leave 1.0 MB for outputs "
+                                       "and the job history"), str(refused.value)
+    hub.downloads._free_space = lambda path: len(data) + 1024 ** 2
+    assert hub.downloads.wait(hub.downloads.request("civitai", "1"), 30)["state"] == "done"

@@ -12,6 +12,8 @@ staging folder already holds), fit the free space; and while it runs each downlo
 second or so, that it and the downloads ahead of it in the queue still fit (something else may have
 filled the disk). One that no longer fits stops with a sentence naming the numbers and keeps what it
 has for a Retry, instead of dying with "no space left on device" or starving the ones ahead of it.
+Downloads never take the last DISK_RESERVE of the disk: outputs, the job history and the catalog need room
+to be written (a job's mp4 on a full disk fails; a downloaded model is worth less than the user's work).
 
 A state change the disk refuses (it is full: the download itself may have filled it) is kept in
 memory, shown as if saved and written again every few seconds, so a download never reads
@@ -148,11 +150,16 @@ def _and_the_others(count: int, where: str, pending: int) -> str:
     return f", and {who} {where} need{'s' if count == 1 else ''} {format_bytes(pending)} more"
 
 
+DISK_RESERVE = 2 * 1024 ** 3  # bytes downloads leave free (several videos, the databases)
+
+
 class DownloadManager:
     def __init__(self, models_dir: Path, db_path: Path, library: Library, hf: HuggingFace, civitai: Civitai, *,
                  workers: int = 2, backoff: Backoff = Backoff(),
-                 free_space: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free):
+                 free_space: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free,
+                 reserve: int = DISK_RESERVE):
         self.models_dir = Path(models_dir)
+        self.reserve = reserve
         self.library, self.hf, self.civitai = library, hf, civitai
         self.backoff = backoff
         self._free_space = free_space
@@ -296,10 +303,10 @@ class DownloadManager:
         queued = self._active_ahead(None)
         pending = sum(map(self._still_to_fetch, queued))
         free = self._free_space(self.models_dir)
-        if plan.total_size + pending > free:
+        if plan.total_size + pending > free - self.reserve:
             others = _and_the_others(len(queued), "already queued", pending)
             raise HubError(f"not enough disk space for {plan.title}: it needs {format_bytes(plan.total_size)}{others}, "
-                           f"{format_bytes(free)} are free in the models folder")
+                           f"{self._free_text(free)}")
 
     def _check_room(self, download_id: str) -> None:
         """Raises NoRoom when this download and those ahead of it in the queue no longer fit the free disk."""
@@ -308,11 +315,15 @@ class DownloadManager:
             ahead = self._active_ahead(record)
             own, pending = self._still_to_fetch(record), sum(map(self._still_to_fetch, ahead))
             free = self._free_space(self.models_dir)
-        if own + pending > free:
+        if own + pending > free - self.reserve:
             others = _and_the_others(len(ahead), "ahead of it", pending)
             raise NoRoom(f"not enough disk space to go on with {record['plan']['title']}: it still needs "
-                         f"{format_bytes(own)}{others}, {format_bytes(free)} are free in the models folder. "
-                         "Free some space and press Retry.")
+                         f"{format_bytes(own)}{others}, {self._free_text(free)}. Free some space and press Retry.")
+
+    def _free_text(self, free: int) -> str:
+        kept = (f", of which downloads leave {format_bytes(self.reserve)} for outputs and the job history"
+                if self.reserve else "")
+        return f"{format_bytes(free)} are free in the models folder{kept}"
 
     def _active_ahead(self, record: dict | None) -> list[dict]:
         """Queued, running and verifying downloads queued before `record` (all of them for None)."""
