@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diffbox.engine import pod_plan, published
-from diffbox.hub.variants import Ref
+from diffbox.hub.variants import Ref, Variant
 
 BASE_REPOS = {"wan": published.WAN_REPO, "qwen": published.QWEN_REPO}
 BASE_MODELS = {"wan": "wan2.2-i2v", "qwen": "qwen-edit"}
@@ -27,14 +27,6 @@ class Request:
     file: str = ""  # "" = the whole repo
     without: tuple[str, ...] = ()  # component folders fetched without their weights
     bytes: int = 0
-
-
-@dataclass(frozen=True)
-class PlannedVariant:
-    name: str
-    base_model: str
-    base: Ref
-    parts: dict[str, Ref]
 
 
 def variant_label(variant: str) -> str:
@@ -61,7 +53,7 @@ def requests(plan: pod_plan.PodPlan) -> list[Request]:
     return found
 
 
-def variants(plan: pod_plan.PodPlan) -> list[PlannedVariant]:
+def variants(plan: pod_plan.PodPlan) -> list[Variant]:
     """The variants a plan sets up: each model whose components come from single files of other repos."""
     found, seen = [], set()
     for workflow, placed in plan.workflows.items():
@@ -77,8 +69,8 @@ def variants(plan: pod_plan.PodPlan) -> list[PlannedVariant]:
             if file.repo != BASE_REPOS[model]:  # the base repo's own folder needs no variant
                 parts[component] = Ref(file.source, file.repo, file.path)
         if parts:
-            found.append(PlannedVariant(variant_name(model, placed.variant), BASE_MODELS[model],
-                                        Ref("hf", BASE_REPOS[model]), parts))
+            found.append(Variant(variant_name(model, placed.variant), BASE_MODELS[model],
+                                 Ref("hf", BASE_REPOS[model]), parts))
     return found
 
 
