@@ -73,6 +73,10 @@ class HuggingFace:
         self._token = token
         self.search_deadline_s = search_deadline_s
 
+    def _headers(self) -> dict:
+        """What huggingface_hub sends (user agent, our token or none) on the requests made without HfApi."""
+        return build_hf_headers(token=self._token() or False, library_name="diffbox", library_version=__version__)
+
     def _api(self) -> HfApi:
         # token=False: diffbox's token store (HF_TOKEN or the UI) is the only source of credentials.
         return HfApi(endpoint=self.endpoint, token=self._token() or False)
@@ -128,9 +132,8 @@ class HuggingFace:
 
     def _listing(self, url: str, params, timeout: float, what: str):
         """GET a model listing: the response, or a TransientError / RateLimited / HubError sentence."""
-        headers = build_hf_headers(token=self._token() or False, library_name="diffbox", library_version=__version__)
         try:
-            response = get_session().get(url, params=params, headers=headers, timeout=timeout)
+            response = get_session().get(url, params=params, headers=self._headers(), timeout=timeout)
         except httpx.TimeoutException:
             raise TransientError(f"Hugging Face at {self.endpoint} did not answer within {timeout:g} s") from None
         except (httpx.TransportError, ConnectionError, TimeoutError) as exc:
@@ -181,10 +184,9 @@ class HuggingFace:
 
     def _card_text(self, repo_id: str) -> str:
         """README.md without its YAML header, or "" when there is none (or the Hub does not answer)."""
-        headers = build_hf_headers(token=self._token() or False, library_name="diffbox", library_version=__version__)
         try:
-            response = get_session().get(hf_hub_url(repo_id, "README.md", endpoint=self.endpoint), headers=headers,
-                                         timeout=CATALOG_TIMEOUT, follow_redirects=True)
+            response = get_session().get(hf_hub_url(repo_id, "README.md", endpoint=self.endpoint),
+                                         headers=self._headers(), timeout=CATALOG_TIMEOUT, follow_redirects=True)
         except (httpx.TransportError, ConnectionError, TimeoutError):
             return ""
         if response.status_code != 200:

@@ -52,7 +52,8 @@ def _normalise(source: str, kind: str, base_model: str, sort: str) -> tuple[list
     return sources, kind, base_model, sort
 
 
-def _for_browser(result: dict) -> dict:
+def for_browser(result: dict) -> dict:
+    """A result as the Models tab holds it: the description as a short text."""
     return {**result, "description": plain_text(result.get("description"))[:SNIPPET]}
 
 
@@ -75,7 +76,7 @@ class ModelSearch:
         if not more or offset:
             found, has_more = self.catalog.search(query, sources, kind_f, base_f, nsfw, sort, limit,
                                                   int(offset or 0))
-            results.update({(r["source"], r["id"]): _for_browser(r) for r in found})
+            results.update({(r["source"], r["id"]): for_browser(r) for r in found})
             page.cursors[CATALOG] = str(int(offset or 0) + limit) if has_more else None
         live_sources = [s for s in sources if not more or (cursors or {}).get(s)] if live else []
         answered = False
@@ -90,7 +91,7 @@ class ModelSearch:
                 if note:
                     page.notes.append(note)
                 for result in found:  # the hub's answer is the newer copy
-                    results[(result["source"], result["id"])] = _for_browser(result)
+                    results[(result["source"], result["id"])] = for_browser(result)
         column = SORT_COLUMNS.get(sort, "downloads")
         blank = "" if column == "updated" else 0
         page.results = sorted(results.values(), key=lambda r: r.get(column) or blank, reverse=True)

@@ -17,6 +17,7 @@ from diffbox import base_models
 from diffbox.engine.memory import format_bytes
 from diffbox.hub import HubError
 from diffbox.hub.library import UNKNOWN
+from diffbox.hub.search import for_browser
 from diffbox.hub.library import KINDS as KIND_NAMES
 from diffbox.logs import redact
 from diffbox.markup import code, md, plain
@@ -275,8 +276,8 @@ def _search_panel(services: Services) -> None:
                             fresh = hub.catalog.refresh_model(result["source"], result["id"])
                         except HubError as exc:
                             _fail("Cannot refresh", exc)
-                        fresh = {**fresh, "cached": False, "in_library": result.get("in_library"),
-                                 "pinned": result.get("pinned"), "description": str(fresh.get("description"))[:300]}
+                        fresh = {**for_browser(fresh), "cached": False, "in_library": result.get("in_library"),
+                                 "pinned": result.get("pinned")}
                         gr.Info(f"{plain(fresh['name'])}: refreshed from "
                                 f"{'Hugging Face' if fresh['source'] == 'hf' else 'Civitai'}")
                         return [*found_now[:index], fresh, *found_now[index + 1:]]
