@@ -205,9 +205,9 @@ class Catalog:
             last_complete = previous and previous["last_pages"]
             page_cap = min(MAX_PAGES, 2 * last_complete + GROWTH_PAGES) if last_complete else MAX_PAGES
             walk = self.store.start_walk(scope.key, source)
-            cursor = walk["cursor"]
+            cursor, pages = walk["cursor"], walk["pages"]  # pages stored so far (a resumed walk's included)
             if cursor:
-                log.info("catalog: resuming %s at page %d", scope.key, walk["pages"] + 1)
+                log.info("catalog: resuming %s at page %d", scope.key, pages + 1)
             try:
                 while True:
                     page = self._fetch(client, scope, cursor, pace, stats)
@@ -218,6 +218,7 @@ class Catalog:
                             stats["errors"].append(f"{name}: {reason}")
                     added, updated = self.store.add(page.results, scope=scope.key, cursor=page.next_cursor,
                                                     finished=page.next_cursor is None)
+                    pages += 1
                     stats["pages"] += 1
                     stats["models"] += len(page.results)
                     stats["added"] += added
@@ -225,7 +226,6 @@ class Catalog:
                     if page.next_cursor is None:
                         stats["scopes_done"] += 1
                         break
-                    pages = self.store.walk(scope.key)["pages"]
                     if page.next_cursor == cursor or pages >= page_cap:
                         raise HubError(f"the listing does not end (page {pages} points to itself or past "
                                        f"{page_cap} pages); left it there")
@@ -235,7 +235,7 @@ class Catalog:
                 break
             except TransientError as exc:  # the hub stays away: stop here, the next refresh resumes
                 self.store.walk_failed(scope.key, str(exc))
-                stats["errors"].append(f"{exc}; stopped at page {self.store.walk(scope.key)['pages'] + 1} "
+                stats["errors"].append(f"{exc}; stopped at page {pages + 1} "
                                        f"of {scope.key}, the next refresh resumes there")
                 log.warning("catalog: %s", stats["errors"][-1])
                 stats["state"] = "stopped"

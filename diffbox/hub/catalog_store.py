@@ -216,21 +216,16 @@ class CatalogStore:
             else:
                 self._db.execute("UPDATE walks SET error = ? WHERE scope = ?", (error, scope))
 
-    def walks(self) -> list[dict]:
-        with self._lock:
-            scopes = [s for (s,) in self._db.execute("SELECT scope FROM walks ORDER BY scope")]
-        return [self.walk(s) for s in scopes]
-
     def completed_at(self, scopes: list[str]) -> float | None:
         """When every one of `scopes` had last been walked to its end (the oldest of them); None if one never was.
         A refresh under way leaves it as it was until its walks get to their ends."""
-        times = []
-        for scope in scopes:
-            walk = self.walk(scope)
-            if not walk or walk["finished_at"] is None:
-                return None
-            times.append(walk["finished_at"])
-        return min(times) if times else None
+        if not scopes:
+            return None
+        with self._lock:
+            marks = ", ".join("?" * len(scopes))
+            ended, oldest = self._db.execute(
+                f"SELECT COUNT(finished_at), MIN(finished_at) FROM walks WHERE scope IN ({marks})", scopes).fetchone()
+        return oldest if ended == len(set(scopes)) else None
 
     def prune(self, source: str, unseen_for_s: float, now: float | None = None) -> int:
         """Deletes the models of `source` no hub answer has listed for `unseen_for_s` (gone from the hub, or
